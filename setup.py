@@ -50,7 +50,7 @@ setup(
     zip_safe=True,
     maintainer="cups_ros developers",
     maintainer_email="cups-ros@example.org",
-    description="Unsupervised panoptic segmentation with tracked instances from stereo video (CUPS) for ROS 2",
+    description="Unsupervised panoptic segmentation with tracking from stereo video (CUPS) for ROS 2",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

@@ -174,7 +174,7 @@ def camera_model_from_kitti_calib(
     missing = [key for key in needed if key not in values]
     if missing:
         raise CameraModelError(f"{path}: missing {', '.join(missing)}")
-    width, height = (int(round(v)) for v in values[f"S_rect_{left_camera}"])
+    width, height = (round(v) for v in values[f"S_rect_{left_camera}"])
     return CameraModel.from_projection_matrices(
         values[f"P_rect_{left_camera}"],
         values[f"P_rect_{right_camera}"],

@@ -69,7 +69,9 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            return tuple(
+                _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item_type = args[0] if args else Any
         items = [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -133,9 +135,7 @@ def _unwrap_ros_parameters(document: Any, node_name: str | None, source: str) ->
     if not isinstance(document, dict):
         return document
     sections = {
-        name: body
-        for name, body in document.items()
-        if isinstance(body, dict) and ROS_PARAMETERS_KEY in body
+        name: body for name, body in document.items() if isinstance(body, dict) and ROS_PARAMETERS_KEY in body
     }
     if not sections:
         return document

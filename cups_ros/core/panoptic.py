@@ -55,7 +55,9 @@ class PanopticMap:
             raise ValueError(f"panoptic map must be HxW, got shape {self.ids.shape}")
         if self.ids.dtype != np.int32:
             raise ValueError(f"panoptic map must be int32, got {self.ids.dtype}")
-        if self.ids.size and (self.ids.min() < 0 or self.ids.max() > IGNORE_CLASS * LABEL_DIVISOR + MAX_INSTANCE_ID):
+        if self.ids.size and (
+            self.ids.min() < 0 or self.ids.max() > IGNORE_CLASS * LABEL_DIVISOR + MAX_INSTANCE_ID
+        ):
             raise ValueError("panoptic map holds ids outside the codec's range")
 
     @classmethod
