@@ -33,12 +33,14 @@ def pulse_coverage(coord, period, start, width, footprint):  # type: ignore[no-u
     """Fraction of the pixel footprint [c - f/2, c + f/2] covered by the periodic interval
     [start, start + width] (mod period): an exact box filter, so thin stripes fade instead of aliasing.
     period/start/width may be scalars or per-point arrays."""
+    inverse = np.float32(1.0) / np.asarray(period, dtype=np.float32)
 
     def integral(x):  # type: ignore[no-untyped-def]
-        return np.floor(x / period) * width + np.clip(np.mod(x, period) - start, 0.0, width)
+        cells = np.floor(x * inverse)
+        return cells * width + np.clip(x - cells * period - start, 0.0, width)
 
-    half = np.maximum(footprint, 1e-4) * 0.5
-    return ((integral(coord + half) - integral(coord - half)) / (2 * half)).astype(np.float32)
+    half = np.maximum(footprint, 1e-4) * np.float32(0.5)
+    return ((integral(coord + half) - integral(coord - half)) / (2 * half)).astype(np.float32, copy=False)
 
 
 def interval_coverage(coord, low, high, footprint):  # type: ignore[no-untyped-def]
@@ -127,7 +129,7 @@ def shade_surfaces(
         elif name == "sidewalk":
             albedo[idx] = _sidewalk(table.tint[m], detail[idx], *args)
         elif name == "paint":
-            albedo[idx] = _car_body(*args)
+            albedo[idx] = _car_body(table.variant[m], *args)
         elif name == "cabin":
             albedo[idx] = _car_cabin(*args)
         elif name == "bus":
@@ -141,6 +143,20 @@ def shade_surfaces(
         elif name == "foliage":
             albedo[idx] = args[0] * (0.75 + 0.25 * np.clip(detail[idx], 0.0, 1.6))[:, None]
     return albedo
+
+
+SKY_REFLECTION = np.array([0.72, 0.78, 0.88], dtype=np.float32)
+
+
+def _environment(u, v, footprint, offset):  # type: ignore[no-untyped-def]
+    """Baked reflection of the surroundings on glossy surfaces (car paint, glass), in [0, ~1.2]: a
+    smooth sky/horizon part plus high-frequency foliage/building detail, as seen in real clear coats
+    and windows. It is a function of the surface point only (not of the viewpoint), so the left and
+    right views and the next frame still agree exactly, unlike a true specular reflection."""
+    bank = texture_bank()
+    sky = bank["clouds"].sample(u * 0.25 + offset, v * 0.6, footprint * 0.6)
+    detail = bank["leaves"].sample(u * 0.7 + 0.37 * offset, v * 1.1, footprint * 1.1)
+    return np.clip(0.45 + 0.2 * (sky - 1.0) + 0.45 * (detail - 1.0), 0.02, 1.2).astype(np.float32)
 
 
 def _facade(params, variant, albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-untyped-def]
@@ -158,17 +174,30 @@ def _facade(params, variant, albedo, axis, sign, u, v, half, footprint):  # type
         above, floor, sill - 0.1, height + 0.2, footprint
     )
     window, frame = window * upper, frame * upper
-    jitter = _hash(column, row, variant)
-    glass = GLASS[None, :] * (0.7 + 0.9 * jitter[:, None]) + 0.12 * (_hash(column, row, 3.0) > 0.8)[:, None]
-    glass = np.where(glass_facade[:, None] > 0, glass * np.float32([0.9, 1.05, 1.25]) + 0.05, glass)
     albedo = albedo * (1.0 - 0.25 * frame[:, None]) + 0.1 * frame[:, None]
-    albedo = albedo * (1.0 - window[:, None]) + glass * window[:, None]
+    # Glass only where a window covers the pixel: per-pane tone, lit panes, the street reflected.
+    panes = np.flatnonzero(window > 0)
+    if panes.size:
+        column, row, variant = column[panes], row[panes], variant[panes]
+        jitter = _hash(column, row, variant).astype(np.float32)
+        lit = (_hash(column, row, 3.0) > 0.8).astype(np.float32)
+        glass = GLASS[None, :] * (0.7 + 0.9 * jitter[:, None]) + 0.12 * lit[:, None]
+        glass = np.where(glass_facade[panes, None] > 0, glass * np.float32([0.9, 1.05, 1.25]) + 0.05, glass)
+        environment = _environment(u[panes], v[panes], footprint[panes], (variant % 97).astype(np.float32))
+        glass = glass + (0.22 * environment)[:, None] * SKY_REFLECTION
+        cover = window[panes, None]
+        albedo[panes] = albedo[panes] * (1.0 - cover) + glass * cover
     shop = (
         pulse_coverage(u, 6.0, 0.6, 4.2, footprint)
         * interval_coverage(v, 0.5, ground - 0.6, footprint)
         * vertical
     )
-    albedo = albedo * (1.0 - shop[:, None]) + (GLASS * 1.2)[None, :] * shop[:, None]
+    shops = np.flatnonzero(shop > 0)
+    if shops.size:
+        environment = _environment(u[shops], v[shops], footprint[shops], np.float32(11.0))
+        glass = GLASS * 1.2 + (0.25 * environment)[:, None] * SKY_REFLECTION
+        cover = shop[shops, None]
+        albedo[shops] = albedo[shops] * (1.0 - cover) + glass * cover
     roof = (axis == 1) & (sign > 0)
     return np.where(roof[:, None], albedo.mean(1, keepdims=True) * np.float32(0.55), albedo)
 
@@ -181,8 +210,15 @@ def _sidewalk(tint, detail, albedo, axis, sign, u, v, half, footprint):  # type:
     return np.where(top[:, None], albedo * seams[:, None], tint * 1.15 * detail[:, None])
 
 
-def _car_body(albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-untyped-def]
+def _car_body(variant, albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-untyped-def]
     width = 2 * half[:, 0]
+    # Clear coat: the surroundings reflected (stronger on the roof/bonnet, which face the sky), plus
+    # road dust rising towards the sills; a black car is then not a textureless hole.
+    environment = _environment(u, v, footprint, (variant % 89).astype(np.float32))
+    strength = np.where(axis == 1, np.float32(0.2), np.float32(0.11))
+    dust = interval_coverage(v, -1.0, 0.45, footprint) * 0.5 + 0.5
+    albedo = albedo * (1.0 - 0.15 * dust)[:, None] + (strength * environment)[:, None] * SKY_REFLECTION
+    albedo = albedo + (0.05 * dust * np.clip(environment, 0.0, 1.0))[:, None]
     ends = axis == 2
     corner = np.maximum(
         interval_coverage(u, 0.08, 0.45, footprint),
@@ -210,7 +246,8 @@ def _car_cabin(albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-un
     glass_u = interval_coverage(u, 0.1, along - 0.1, footprint)
     pillar = interval_coverage(u, along / 2 - 0.06, along / 2 + 0.06, footprint) * (axis == 0)
     glass = glass_v * glass_u * (1.0 - pillar) * (axis != 1)
-    reflection = GLASS[None, :] * (0.8 + 0.6 * (v / np.maximum(height, 1e-3)))[:, None]
+    reflection = GLASS[None, :] * (0.6 + 0.5 * (v / np.maximum(height, 1e-3)))[:, None]
+    reflection = reflection + (0.28 * _environment(u, v, footprint, 3.0 * axis))[:, None] * SKY_REFLECTION
     return albedo * (1.0 - glass[:, None]) + reflection * glass[:, None]
 
 
@@ -218,7 +255,8 @@ def _bus(albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-untyped-
     vertical = axis != 1
     band = interval_coverage(v, 1.1, 2.6, footprint) * vertical
     pillars = 1.0 - pulse_coverage(u, 1.3, 0.0, 0.12, footprint)
-    albedo = _mix(albedo, GLASS, band * pillars)
+    glass = GLASS + (0.25 * _environment(u, v, footprint, 5.0 + axis))[:, None] * SKY_REFLECTION
+    albedo = albedo * (1.0 - (band * pillars)[:, None]) + glass * (band * pillars)[:, None]
     return _mix(albedo, (0.1, 0.1, 0.1), interval_coverage(v, 0.0, 0.25, footprint) * vertical)
 
 
@@ -256,7 +294,10 @@ def _fence(tint, albedo, axis, sign, u, v, half, footprint):  # type: ignore[no-
     bars = np.maximum(
         pulse_coverage(u, 0.14, 0.0, 0.035, footprint), interval_coverage(v, 0.0, 0.08, footprint)
     )
-    return albedo * 1.8 * (1.0 - bars[:, None]) + tint * 0.5 * bars[:, None]
+    # Weathered bars: each bar its own shade, so the pattern is not perfectly periodic (real fences
+    # are repainted, rusted and dirty unevenly).
+    shade = 0.35 + 1.1 * _hash(np.floor(u / 0.14), 7.0).astype(np.float32)
+    return albedo * 1.8 * (1.0 - bars[:, None]) + tint * (0.5 * shade * bars)[:, None]
 
 
 def shade_ground(

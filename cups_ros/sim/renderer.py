@@ -142,7 +142,6 @@ class Renderer:
     ) -> RenderedView:
         """Renders one view. point_transforms: (P + 1, 4, 4) camera-frame transforms applied to the
         hit points of the ground (index 0) and of each primitive (index p + 1)."""
-        cam = self.camera
         camera_from_world = invert(world_from_camera)
         camera_from_primitive = camera_from_world[None] @ world_from_primitive
         rects = self._rectangles(camera_from_primitive)
@@ -163,125 +162,188 @@ class Renderer:
             np.copyto(primitive[y0:y1, x0:x1], np.int32(index + 1), where=closer)
         if not shade and point_transforms is None:
             return RenderedView(depth, primitive, None, None)
-        terrain = np.zeros(primitive.shape, dtype=bool)
-
-        image = np.zeros((cam.height, cam.width, 3), dtype=np.float32) if shade else None
-        moved = (
-            np.zeros((cam.height, cam.width, 3), dtype=np.float32) if point_transforms is not None else None
+        return self._shade(
+            world_from_camera,
+            camera_from_world,
+            camera_from_primitive,
+            depth,
+            primitive,
+            shade,
+            point_transforms,
         )
-        lighting = self.scene.lighting
-        sun_world = np.asarray(lighting["sun"], dtype=np.float64)
-        sun_camera = camera_from_world[:3, :3] @ sun_world
-        up_camera = camera_from_world[:3, :3] @ np.array([0.0, 1.0, 0.0])
-        ambient = float(lighting["ambient"])  # type: ignore[arg-type]
-        sun_strength = float(lighting["sun_strength"])  # type: ignore[arg-type]
 
-        def light(normals: np.ndarray) -> np.ndarray:
-            """View-independent Lambertian light for camera-frame unit normals (N, 3)."""
-            facing_up = normals @ up_camera.astype(np.float32)
-            diffuse = np.clip(normals @ sun_camera.astype(np.float32), 0.0, None)
-            return (ambient * (0.8 + 0.2 * facing_up) + sun_strength * diffuse).astype(np.float32)
+    def _shade(
+        self,
+        world_from_camera: np.ndarray,
+        camera_from_world: np.ndarray,
+        camera_from_primitive: np.ndarray,
+        depth: np.ndarray,
+        primitive: np.ndarray,
+        shade: bool,
+        point_transforms: np.ndarray | None,
+    ) -> RenderedView:
+        """Colour (once per visible surface point) and moved points of a resolved z-buffer.
 
-        def points_at(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            z = depth[rows, cols]
-            return np.stack([self.ray_x[cols] * z, self.ray_y[rows] * z, z], axis=1)
-
-        # Ground.
-        rows, cols = np.nonzero(primitive == GROUND_ID)
-        if rows.size:
-            points = points_at(rows, cols)
-            world = points @ world_from_camera[:3, :3].T.astype(np.float32) + world_from_camera[:3, 3].astype(
-                np.float32
-            )
-            layout = self.scene.layout
-            terrain[rows, cols] = (np.abs(world[:, 0]) >= layout["road_half_width"]) & (
-                np.abs(world[:, 2] - layout["z_cross"]) >= layout["cross_half_width"]
-            )
-            if image is not None:
-                z = points[:, 2]
-                ray_norm = np.sqrt(self.ray_x[cols] ** 2 + self.ray_y[rows] ** 2 + 1.0)
-                cosine = np.clip(
-                    np.abs(up_camera[0] * self.ray_x[cols] + up_camera[1] * self.ray_y[rows] + up_camera[2])
-                    / ray_norm,
-                    0.02,
-                    1.0,
-                )
-                footprint = z * ray_norm / cam.fx
-                albedo, _ = shade_ground(
-                    world[:, 0], world[:, 2], footprint, footprint / cosine, self.scene.layout
-                )
-                normal = np.tile(up_camera.astype(np.float32), (rows.size, 1))
-                image[rows, cols] = albedo * light(normal)[:, None]
-            if moved is not None and point_transforms is not None:
-                m = point_transforms[0].astype(np.float32)
-                moved[rows, cols] = points @ m[:3, :3].T + m[:3, 3]
-
-        # Primitives, all at once: pixels grouped by primitive with one radix sort (int16 keys).
+        Pixels are grouped by owner with one radix sort (sky, ground, then primitive by primitive), so
+        that every per-primitive quantity is a scalar over a contiguous run: no per-pixel gathers of
+        rotations or transforms."""
+        cam = self.camera
+        height, width = depth.shape
+        scene = self.scene
+        count = len(scene.kinds)
         flat = primitive.reshape(-1)
         order = np.argsort(flat.astype(np.int16), kind="stable")
-        counts = np.bincount(flat + 1, minlength=len(self.scene.kinds) + 2)
-        first = counts[0] + counts[1]  # sky and ground come first
-        pixels = order[first:]
-        if pixels.size:
-            owner = flat[pixels] - 1
-            rows, cols = np.divmod(pixels, cam.width)
-            points = points_at(rows, cols)
-            if moved is not None and point_transforms is not None:
-                compact = point_transforms[:, :3, :].astype(np.float32)[owner + 1]
-                moved.reshape(-1, 3)[pixels] = (
-                    np.einsum("nij,nj->ni", compact[:, :, :3], points) + compact[:, :, 3]
-                )
-            if image is not None:
-                rotation = camera_from_primitive[:, :3, :3].astype(np.float32)[owner]
-                translation = camera_from_primitive[:, :3, 3].astype(np.float32)[owner]
-                local = np.einsum("nji,nj->ni", rotation, points - translation)
-                half = self.scene.half_sizes.astype(np.float32)[owner]
-                ellipsoid = self.scene.kinds[owner] == ELLIPSOID
-                scaled = np.abs(local) / half
-                axis = np.argmax(np.where(ellipsoid[:, None], np.abs(local) / half**2, scaled), axis=1)
-                picked = np.take_along_axis(local, axis[:, None], axis=1)[:, 0]
-                sign = np.where(picked >= 0, np.float32(1), np.float32(-1))
-                normal_local = np.zeros_like(local)
-                normal_local[np.arange(len(axis)), axis] = sign
-                if ellipsoid.any():
-                    curved = local[ellipsoid] / half[ellipsoid] ** 2
-                    normal_local[ellipsoid] = curved / (np.linalg.norm(curved, axis=1, keepdims=True) + 1e-9)
-                shifted = local + half
-                u = np.where(axis == 0, shifted[:, 2], shifted[:, 0])
-                v = np.where(axis == 1, shifted[:, 2], shifted[:, 1])
-                normal_camera = np.einsum("nij,nj->ni", rotation, normal_local)
-                ray_norm = np.sqrt(self.ray_x[cols] ** 2 + self.ray_y[rows] ** 2 + 1.0)
-                cosine = (
-                    np.abs(
-                        normal_camera[:, 0] * self.ray_x[cols]
-                        + normal_camera[:, 1] * self.ray_y[rows]
-                        + normal_camera[:, 2]
-                    )
-                    / ray_norm
-                )
-                footprint = points[:, 2] * ray_norm / cam.fx / np.sqrt(np.clip(cosine, 0.05, 1.0))
-                material = self.scene.material_ids[owner]
-                albedo = shade_surfaces(self.materials, material, axis, sign, u, v, half, footprint)
-                image.reshape(-1, 3)[pixels] = albedo * light(normal_camera)[:, None]
+        counts = np.bincount(flat + 1, minlength=count + 2)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        rows, cols = np.divmod(order, width)
+        rx = self.ray_x[cols]
+        ry = self.ray_y[rows]
+        z = depth.reshape(-1)[order]
+        sky_end, ground_end = int(bounds[1]), int(bounds[2])
+        ray_norm = np.sqrt(rx * rx + ry * ry + np.float32(1.0))
 
-        if image is not None:
-            tint = np.asarray(lighting["tint"], dtype=np.float32)
-            image *= tint
-            horizon = np.asarray(lighting["sky_horizon"], dtype=np.float32)
-            finite = np.isfinite(depth)
-            haze = np.where(finite, 1.0 - np.exp(-np.where(finite, depth, 0.0) / 450.0), 0.0).astype(
-                np.float32
+        terrain = np.zeros(flat.shape, dtype=bool)
+        image = np.empty((height * width, 3), dtype=np.float32) if shade else None
+        moved = np.zeros((height * width, 3), dtype=np.float32) if point_transforms is not None else None
+        lighting = scene.lighting
+        rotation_w = world_from_camera[:3, :3].astype(np.float32)
+        sun_camera = (camera_from_world[:3, :3] @ np.asarray(lighting["sun"], dtype=np.float64)).astype(
+            np.float32
+        )
+        up_camera = (camera_from_world[:3, :3] @ np.array([0.0, 1.0, 0.0])).astype(np.float32)
+        ambient = np.float32(lighting["ambient"])  # type: ignore[arg-type]
+        sun_strength = np.float32(lighting["sun_strength"])  # type: ignore[arg-type]
+        tint = np.asarray(lighting["tint"], dtype=np.float32)
+        horizon = np.asarray(lighting["sky_horizon"], dtype=np.float32)
+
+        def finish(albedo: np.ndarray, light: np.ndarray, depth_run: np.ndarray) -> np.ndarray:
+            """Lit, tinted colour with aerial haze towards the horizon colour."""
+            haze = (np.float32(0.8) * (np.float32(1.0) - np.exp(depth_run * np.float32(-1.0 / 450.0))))[
+                :, None
+            ]
+            colour = albedo * (light[:, None] * tint)
+            return colour + (horizon - colour) * haze
+
+        # Ground.
+        g = slice(sky_end, ground_end)
+        if ground_end > sky_end:
+            gz = z[g]
+            px, py = rx[g] * gz, ry[g] * gz
+            wx = (
+                rotation_w[0, 0] * px
+                + rotation_w[0, 1] * py
+                + rotation_w[0, 2] * gz
+                + np.float32(world_from_camera[0, 3])
             )
-            image += (horizon - image) * haze[..., None] * 0.8
-            rows, cols = np.nonzero(primitive == SKY_ID)
-            if rows.size:
-                directions = np.stack(
-                    [self.ray_x[cols], self.ray_y[rows], np.ones(rows.size, np.float32)], axis=1
+            wz = (
+                rotation_w[2, 0] * px
+                + rotation_w[2, 1] * py
+                + rotation_w[2, 2] * gz
+                + np.float32(world_from_camera[2, 3])
+            )
+            layout = scene.layout
+            terrain[order[g]] = (np.abs(wx) >= layout["road_half_width"]) & (
+                np.abs(wz - layout["z_cross"]) >= layout["cross_half_width"]
+            )
+            if image is not None:
+                facing = up_camera[0] * rx[g] + up_camera[1] * ry[g] + up_camera[2]
+                cosine = np.clip(np.abs(facing) / ray_norm[g], 0.02, 1.0)
+                footprint = gz * ray_norm[g] / np.float32(cam.fx)
+                albedo, _ = shade_ground(wx, wz, footprint, footprint / cosine, layout)
+                light = ambient * np.float32(0.8 + 0.2 * float(up_camera @ up_camera)) + sun_strength * max(
+                    float(up_camera @ sun_camera), 0.0
                 )
-                image[rows, cols] = shade_sky(
-                    directions @ world_from_camera[:3, :3].T.astype(np.float32), lighting
+                image[order[g]] = finish(albedo, np.full(gz.shape, light, np.float32), gz)
+            if moved is not None and point_transforms is not None:
+                m = point_transforms[0].astype(np.float32)
+                moved[order[g]] = np.stack([px, py, gz], axis=1) @ m[:3, :3].T + m[:3, 3]
+
+        # Primitives: one contiguous run of pixels each.
+        total = int(bounds[-1]) - ground_end
+        if total:
+            pixels = order[ground_end:]
+            if image is not None:
+                u = np.empty(total, np.float32)
+                v = np.empty(total, np.float32)
+                axis = np.empty(total, np.int64)
+                sign = np.empty(total, np.float32)
+                footprint = np.empty(total, np.float32)
+                light = np.empty(total, np.float32)
+            visible = np.flatnonzero(counts[2:])
+            rotations = camera_from_primitive[:, :3, :3].astype(np.float32)
+            translations = camera_from_primitive[:, :3, 3].astype(np.float32)
+            halves = scene.half_sizes.astype(np.float32)
+            fx = np.float32(cam.fx)
+            for index in visible.tolist():
+                a, b = int(bounds[index + 2]), int(bounds[index + 3])
+                run = slice(a, b)
+                out = slice(a - ground_end, b - ground_end)
+                zr, xr, yr = z[run], rx[run], ry[run]
+                px, py = xr * zr, yr * zr
+                if moved is not None and point_transforms is not None:
+                    m = point_transforms[index + 1].astype(np.float32)
+                    moved[order[run]] = np.stack(
+                        [
+                            m[0, 0] * px + m[0, 1] * py + m[0, 2] * zr + m[0, 3],
+                            m[1, 0] * px + m[1, 1] * py + m[1, 2] * zr + m[1, 3],
+                            m[2, 0] * px + m[2, 1] * py + m[2, 2] * zr + m[2, 3],
+                        ],
+                        axis=1,
+                    )
+                if image is None:
+                    continue
+                r, t, half = rotations[index], translations[index], halves[index]
+                dx, dy, dz = px - t[0], py - t[1], zr - t[2]
+                local = [r[0, k] * dx + r[1, k] * dy + r[2, k] * dz for k in range(3)]
+                ellipsoid = scene.kinds[index] == ELLIPSOID
+                weights = half * half if ellipsoid else half
+                score = [np.abs(local[k]) / weights[k] for k in range(3)]
+                ax = np.where(
+                    (score[0] >= score[1]) & (score[0] >= score[2]), 0, np.where(score[1] >= score[2], 1, 2)
                 )
-        return RenderedView(depth, primitive, image, moved, terrain)
+                picked = np.where(ax == 0, local[0], np.where(ax == 1, local[1], local[2]))
+                sg = np.where(picked >= 0, np.float32(1), np.float32(-1))
+                if ellipsoid:
+                    curved = [local[k] / weights[k] for k in range(3)]
+                    inverse = np.float32(1.0) / (
+                        np.sqrt(curved[0] ** 2 + curved[1] ** 2 + curved[2] ** 2) + np.float32(1e-9)
+                    )
+                    normal_local = [c * inverse for c in curved]
+                    normal = [
+                        r[c, 0] * normal_local[0] + r[c, 1] * normal_local[1] + r[c, 2] * normal_local[2]
+                        for c in range(3)
+                    ]
+                else:
+                    normal = [r[c][ax] * sg for c in range(3)]
+                u[out] = np.where(ax == 0, local[2] + half[2], local[0] + half[0])
+                v[out] = np.where(ax == 1, local[2] + half[2], local[1] + half[1])
+                axis[out] = ax
+                sign[out] = sg
+                norm = ray_norm[run]
+                cosine = np.abs(normal[0] * xr + normal[1] * yr + normal[2]) / norm
+                footprint[out] = zr * norm / fx / np.sqrt(np.clip(cosine, 0.05, 1.0))
+                facing = normal[0] * up_camera[0] + normal[1] * up_camera[1] + normal[2] * up_camera[2]
+                diffuse = normal[0] * sun_camera[0] + normal[1] * sun_camera[1] + normal[2] * sun_camera[2]
+                light[out] = ambient * (
+                    np.float32(0.8) + np.float32(0.2) * facing
+                ) + sun_strength * np.maximum(diffuse, np.float32(0.0))
+            if image is not None:
+                repeats = counts[2:]
+                material = np.repeat(scene.material_ids, repeats)
+                half_per_pixel = np.repeat(halves, repeats, axis=0)
+                albedo = shade_surfaces(self.materials, material, axis, sign, u, v, half_per_pixel, footprint)
+                image[pixels] = finish(albedo, light, z[ground_end:])
+
+        if image is not None and sky_end:
+            directions = np.stack([rx[:sky_end], ry[:sky_end], np.ones(sky_end, np.float32)], axis=1)
+            image[order[:sky_end]] = shade_sky(directions @ rotation_w.T, lighting)
+        return RenderedView(
+            depth,
+            primitive,
+            image.reshape(height, width, 3) if image is not None else None,
+            moved.reshape(height, width, 3) if moved is not None else None,
+            terrain.reshape(height, width),
+        )
 
 
 def semantic_and_instance(scene: Scene, view: RenderedView) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,9 @@ import cv2
 import numpy as np
 import skimage
 
+# Mip level bias (levels finer than the pixel footprint): a real lens and sensor resolve detail up to
+# about the pixel pitch, sharper than a box filter of a whole footprint.
+MIP_BIAS = 0.75
 _SKIMAGE_DATA = Path(skimage.__file__).resolve().parent / "data"
 
 
@@ -53,7 +56,7 @@ class Texture:
             return np.empty(u.shape, dtype=np.float32)
         texels_per_metre = np.float32(self.size / self.tile_metres)
         level = np.log2(np.maximum(footprint * texels_per_metre, 1e-6))
-        level = np.clip(np.rint(level), 0, len(self.levels) - 1).astype(np.intp)
+        level = np.clip(np.rint(level - MIP_BIAS), 0, len(self.levels) - 1).astype(np.intp)
         size = self.sizes[level]
         scale = texels_per_metre * size / np.float32(self.size)
         map_x = np.mod(u * scale, size) + self.offset_x[level]
