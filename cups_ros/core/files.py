@@ -43,3 +43,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def write_png_atomic(path: str | Path, image: Any) -> None:
+    """An RGB (HxWx3) or single-channel uint8/uint16 image as a PNG, atomically."""
+    import cv2
+
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    write_bytes_atomic(path, encoded.tobytes())
