@@ -136,7 +136,9 @@ class FrameWork:
         height, width = self.labels.shape
         return _npz_bytes(
             labels=self.labels,
-            motion_masks=np.packbits(self.motion_masks.reshape(len(self.motion_masks), -1), axis=1),
+            motion_masks=np.packbits(
+                self.motion_masks.reshape(len(self.motion_masks), height * width), axis=1
+            ),
             motion_count=np.array(len(self.motion_masks)),
             motion_scores=self.motion_scores.astype(np.float32),
             depth=self.depth.astype(np.float16),
@@ -184,15 +186,23 @@ class PseudoLabeller:
         pair = self.geometry.pair(frame, neighbour)
         timings["geometry"] = time.perf_counter() - start
         start = time.perf_counter()
-        motion = self.motion.segment_ensemble(pair)
+        try:
+            motion = self.motion.segment_ensemble(pair, camera=frame.camera)
+            masks, scores = motion.masks.astype(bool), np.asarray(motion.scores, np.float32)
+        except ValueError as error:
+            # e.g. a covered lens: no valid scene flow. The frame keeps its semantics, no instances.
+            logger.warning("frame %s/%d: no motion instances: %s", frame.sequence, frame.index, error)
+            masks = np.zeros((0, frame.height, frame.width), bool)
+            scores = np.zeros(0, np.float32)
+            timings["motion_failed"] = 1.0
         timings["motion"] = time.perf_counter() - start
         start = time.perf_counter()
         semantic = self.semantics.predict(frame.left, pair.frame_t.depth)
         timings["semantics"] = time.perf_counter() - start
         return FrameWork(
             labels=semantic.labels.astype(np.uint8),
-            motion_masks=motion.masks.astype(bool),
-            motion_scores=np.asarray(motion.scores, np.float32),
+            motion_masks=masks,
+            motion_scores=scores,
             depth=np.where(pair.frame_t.valid_depth, pair.frame_t.depth, 0.0).astype(np.float32),
             flow_to_neighbour=pair.flow.forward,
             flow_from_neighbour=pair.flow.backward,
@@ -427,12 +437,15 @@ def run_pseudo_labelling(
     """The whole of stage 1 for this shard; each step resumes where a killed run stopped."""
     output.mkdir(parents=True, exist_ok=True)
     write_config(config, output / "pseudo_label.yaml", node_name=None)
-    prototypes = Path(semantics_path) if semantics_path else output / "semantics.npz"
+    prototypes = output / "semantics.npz"
+    if semantics_path is not None:
+        # Prototypes fitted elsewhere (e.g. on the train split) travel with the dataset.
+        if not Path(semantics_path).exists():
+            raise FileNotFoundError(f"semantic prototypes {semantics_path} do not exist")
+        write_bytes_atomic(prototypes, Path(semantics_path).read_bytes())
     backbone = None
     labeller = None
     if "fit" in steps and not prototypes.exists():
-        if semantics_path:
-            raise FileNotFoundError(f"semantic prototypes {semantics_path} do not exist")
         backbone = load_backbone(config.features)
         labeller = fit_semantics(sequences, config, backbone, progress)
         labeller.save(prototypes)
@@ -441,7 +454,7 @@ def run_pseudo_labelling(
             if not prototypes.exists():
                 raise FileNotFoundError(f"semantic prototypes {prototypes} missing: run the fit step first")
             backbone = backbone or load_backbone(config.features)
-            labeller = SemanticPseudoLabeller.load(prototypes, config.semantics, backbone)
+            labeller = SemanticPseudoLabeller.load(prototypes, backbone, config.semantics)
         run_frames(sequences, output, PseudoLabeller(config, labeller), shard, progress)
     if "finalize" in steps:
         run_finalize(sequences, output, config, shard, progress)
