@@ -32,14 +32,20 @@ import torch
 from cups_ros.core.camera import camera_model_from_kitti_calib
 from cups_ros.core.files import write_json_atomic, write_png_atomic
 from cups_ros.core.frame import StereoFrame
-from cups_ros.core.panoptic import decode_panoptic_id, panoptic_from_rgb
+from cups_ros.core.panoptic import decode_panoptic_id
 from cups_ros.eval.panoptic_quality import CITYSCAPES_THING_TRAIN_IDS
 from cups_ros.eval.split import evaluate_pseudo_panoptic
 from cups_ros.features import load_backbone
 from cups_ros.geometry import SequenceGeometry, compute_disparity, compute_frame_geometry
 from cups_ros.geometry.reference import kitti_d1, read_kitti_disparity, read_rgb
 from cups_ros.pseudo.motion import MotionInstanceSegmenter, match_instances
-from cups_ros.pseudo.pipeline import FrameWork, load_pseudo_label_config, pseudo_class_colours, work_path
+from cups_ros.pseudo.pipeline import (
+    FrameWork,
+    load_pseudo_label_config,
+    pseudo_class_colours,
+    read_pseudo_label,
+    work_path,
+)
 from cups_ros.pseudo.semantics import SemanticPseudoLabeller, hungarian_miou, kmeans_baseline
 from cups_ros.sim.dataset import SimSequence, load_split
 
@@ -69,13 +75,6 @@ def instance_masks(panoptic: np.ndarray) -> np.ndarray:
     return np.stack([instances == i for i in ids]) if len(ids) else np.zeros((0, *panoptic.shape), bool)
 
 
-def read_pseudo_panoptic(labels: Path, sequence: str, index: int) -> np.ndarray:
-    image = cv2.imread(str(labels / sequence / "panoptic" / f"{index:06d}.png"), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"no pseudo-label {labels / sequence / 'panoptic' / f'{index:06d}.png'}")
-    return panoptic_from_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-
-
 def instance_figures(labels: Path, sequences: list[SimSequence]) -> dict[str, float]:
     moving = {"tp": 0, "fp": 0, "fn": 0}
     static_motion = static_all = static_total = 0
@@ -91,7 +90,7 @@ def instance_figures(labels: Path, sequences: list[SimSequence]) -> dict[str, fl
             static = static[~static_small]
             static_total += len(static)
             static_motion += match_instances(work.motion_masks, static, 0.5).true_positives
-            final = instance_masks(read_pseudo_panoptic(labels, sequence.name, frame.index))
+            final = instance_masks(read_pseudo_label(labels, sequence.name, frame.index))
             static_all += match_instances(final, static, 0.5).true_positives
     return {
         "moving_precision": moving["tp"] / max(moving["tp"] + moving["fp"], 1),
@@ -137,7 +136,7 @@ def panoptic_figures(labels: Path, sequences: list[SimSequence], num_classes: in
     def pairs():
         for sequence in sequences:
             for frame in sequence:
-                yield sequence.name, frame.panoptic, read_pseudo_panoptic(labels, sequence.name, frame.index)
+                yield sequence.name, frame.panoptic, read_pseudo_label(labels, sequence.name, frame.index)
 
     scores = evaluate_pseudo_panoptic(pairs, num_classes, pseudo_things)
     return {**scores.summary(), "pseudo_thing_classes": len(pseudo_things)}

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from cups_ros.core.config import ConfigError, load_config, write_config
 from cups_ros.core.files import write_bytes_atomic, write_json_atomic, write_png_atomic
 from cups_ros.core.frame import StereoFrame
-from cups_ros.core.panoptic import IGNORE_CLASS, panoptic_to_rgb
+from cups_ros.core.panoptic import IGNORE_CLASS, panoptic_from_rgb, panoptic_to_rgb
 from cups_ros.features import FeatureBackboneConfig, load_backbone
 from cups_ros.geometry import GeometryConfig, SequenceGeometry, compute_frame_geometry
 from cups_ros.pseudo.depth_instances import DepthInstanceConfig, depth_edge_instances, merge_instances
@@ -347,6 +347,15 @@ def finalize_sequence(
         )
         labels_out.append(fused)
     return labels_out
+
+
+def read_pseudo_label(output: Path, sequence: str, index: int) -> np.ndarray:
+    """Panoptic ids (class * 1000 + pseudo-track id) of one written pseudo-label."""
+    path = output / sequence / "panoptic" / f"{index:06d}.png"
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"no pseudo-label at {path}")
+    return panoptic_from_rgb(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
 
 
 def pseudo_class_colours(labels: np.ndarray) -> np.ndarray:
