@@ -20,7 +20,7 @@ def test_shipped_yaml_equals_defaults() -> None:
 
 
 def test_unknown_keys_and_wrong_values_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="motion.bogus"):
+    with pytest.raises(ConfigError, match=r"motion\.bogus"):
         from_dict(PseudoLabelConfig, {"motion": {"bogus": 1}})
     with pytest.raises(ConfigError, match="psi"):
         from_dict(PseudoLabelConfig, {"psi": 2.0})
