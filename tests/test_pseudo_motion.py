@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cups_ros.core.camera import CameraModel
+from cups_ros.core.frame import StereoFrame
 from cups_ros.geometry.flow import FlowResult
 from cups_ros.geometry.pair import FrameGeometry, FramePairGeometry
 from cups_ros.geometry.stereo import DisparityResult
@@ -188,23 +187,27 @@ def test_match_instances_counts_and_ignores() -> None:
     assert empty.false_negatives == 3 and empty.true_positives == 0
 
 
-SIM_FOLDER = Path(os.environ.get("CUPS_SIM_VAL", "/tmp/cups_data/val_0000"))
-
-
 @pytest.mark.slow
 def test_simulator_moving_objects_are_found() -> None:
-    """Rendered frames with exact ground truth (present where the val split was rendered)."""
-    if not (SIM_FOLDER / "sequence.json").exists():
-        pytest.skip(f"no simulated sequence at {SIM_FOLDER} (set CUPS_SIM_VAL)")
-    from cups_ros.geometry import GeometryConfig, SequenceGeometry
-    from cups_ros.sim.dataset import SimSequence
+    """Frames 0 and 1 of the val split's first sequence, rendered here with exact ground truth."""
+    import itertools
 
-    sequence = SimSequence(SIM_FOLDER)
-    geometry = SequenceGeometry(GeometryConfig())
-    frame_t, frame_t1 = sequence[0], sequence[1]
-    pair = geometry.pair(frame_t.stereo_frame(sequence.name), frame_t1.stereo_frame(sequence.name))
-    result = MotionInstanceSegmenter().segment(pair, seed=0, camera=sequence.camera)
-    instance = frame_t.instance
+    from cups_ros.geometry import GeometryConfig, SequenceGeometry
+    from cups_ros.sim.config import SimConfig
+    from cups_ros.sim.generate import SequenceGenerator, sequence_seed
+
+    config = SimConfig()
+    plan = config.splits["val"]
+    generator = SequenceGenerator(config, sequence_seed("val", 0), plan.towns[0], plan.frames, parallel=False)
+    frame_t, frame_t1 = itertools.islice(iter(generator), 2)
+    camera = generator.camera
+    stereo = [
+        StereoFrame(f.left, f.right, camera, f.index * 100_000_000, "sim", "val_0000", f.index)
+        for f in (frame_t, frame_t1)
+    ]
+    pair = SequenceGeometry(GeometryConfig()).pair(*stereo)
+    result = MotionInstanceSegmenter().segment(pair, seed=0, camera=camera)
+    instance = frame_t.panoptic % 1000
     moving = [t for t, m in frame_t.moving.items() if m and (instance == t).any()]
     gt = np.stack([instance == t for t in moving])
     big = gt.reshape(len(gt), -1).sum(1) >= 1000
