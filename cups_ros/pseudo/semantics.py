@@ -50,6 +50,7 @@ from cups_ros.features.vit import DinoVisionTransformer
 
 Refinement = Literal["none", "slic", "felzenszwalb", "guided"]
 Method = Literal["primaps_em", "kmeans"]
+EmInit = Literal["kmeans", "kmeans++"]
 
 PROTOTYPE_FORMAT = "cups_ros.semantic_prototypes.v1"
 
@@ -92,6 +93,15 @@ class SemanticConfig:
     em_momentum: float = 0.5
     """Prototype <- normalise(momentum * prototype + (1 - momentum) * batch estimate)."""
     em_batch_size: int = 4096
+    em_init: EmInit = "kmeans"
+    """Start of EM: "kmeans" (spherical k-means on all training patch features, so EM starts where
+    the baseline ends) or "kmeans++" (seeding on the EM points alone)."""
+    em_restarts: int = 1
+    """EM runs with different seeds; the one with the best unsupervised objective (weighted mean
+    log-sum-exp of the scaled similarities, no labels) is kept."""
+    mask_vote: float = 0.0
+    """At prediction, blend of each patch's scores with the mean scores of its PriMaPs mask
+    (0: off, 1: one vote per mask) before refinement."""
     refinement: Refinement = "slic"
     refine_scale: float = 0.5
     """Resolution (share of the full image) the edge-aware refinement works at."""
@@ -122,6 +132,12 @@ class SemanticConfig:
             raise ValueError(f"unknown refinement {self.refinement!r} (none, slic, felzenszwalb, guided)")
         if self.method not in ("primaps_em", "kmeans"):
             raise ValueError(f"unknown method {self.method!r} (primaps_em or kmeans)")
+        if self.em_init not in ("kmeans", "kmeans++"):
+            raise ValueError(f"unknown em_init {self.em_init!r} (kmeans or kmeans++)")
+        if self.em_restarts < 1:
+            raise ValueError(f"em_restarts must be at least 1, got {self.em_restarts}")
+        if not 0.0 <= self.mask_vote <= 1.0:
+            raise ValueError(f"mask_vote must lie in [0, 1], got {self.mask_vote}")
         if not 0.0 < self.refine_scale <= 1.0:
             raise ValueError(f"refine_scale must lie in (0, 1], got {self.refine_scale}")
 
@@ -309,14 +325,21 @@ def fit_prototypes_em(
     momentum: float,
     batch_size: int,
     seed: int,
+    initial: np.ndarray | None = None,
 ) -> np.ndarray:
-    """K x D unit prototypes by mini-batch soft EM on the sphere (k-means++ start, momentum updates)."""
+    """K x D unit prototypes by mini-batch soft EM on the sphere (momentum updates), started from
+    ``initial`` (K x D) or else k-means++ seeding on the points."""
     if points.shape[0] < k:
         raise ValueError(f"{points.shape[0]} training points for {k} classes: give more samples")
     rng = np.random.default_rng(seed)
     points = _unit(points.astype(np.float64))
     weights = weights.astype(np.float64)
-    prototypes = _kmeans_plus_plus(points, weights, k, rng)
+    if initial is not None:
+        if initial.shape != (k, points.shape[1]):
+            raise ValueError(f"initial prototypes of shape {initial.shape}, want {(k, points.shape[1])}")
+        prototypes = _unit(initial.astype(np.float64))
+    else:
+        prototypes = _kmeans_plus_plus(points, weights, k, rng)
     batch_size = max(1, min(batch_size, points.shape[0]))
     for _ in range(iterations):
         order = rng.permutation(points.shape[0])
@@ -338,6 +361,14 @@ def fit_prototypes_em(
     return prototypes.astype(np.float32)
 
 
+def em_objective(points: np.ndarray, weights: np.ndarray, prototypes: np.ndarray, temperature: float) -> float:
+    """Weighted mean log-sum-exp of similarities / temperature (mixture log-likelihood up to a constant)."""
+    logits = _unit(points.astype(np.float32)) @ prototypes.T.astype(np.float32) / temperature
+    peak = logits.max(1)
+    log_sum = peak + np.log(np.exp(logits - peak[:, None]).sum(1))
+    return float(np.sum(weights * log_sum) / max(float(np.sum(weights)), 1e-12))
+
+
 def spherical_kmeans(points: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     """Plain (hard, unweighted) k-means on unit vectors, k-means++ start; K x D unit centres."""
     if points.shape[0] < k:
@@ -347,8 +378,9 @@ def spherical_kmeans(points: np.ndarray, k: int, iterations: int, seed: int) -> 
     centres = _kmeans_plus_plus(points, np.ones(points.shape[0]), k, rng).astype(np.float32)
     for _ in range(iterations):
         assignment = np.argmax(points @ centres.T, axis=1)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, assignment, points)
+        one_hot = np.zeros((points.shape[0], k), dtype=np.float32)
+        one_hot[np.arange(points.shape[0]), assignment] = 1.0
+        sums = one_hot.T @ points
         counts = np.bincount(assignment, minlength=k)
         empty = counts == 0
         centres[~empty] = _unit(sums[~empty])
@@ -506,6 +538,7 @@ class SemanticPseudoLabeller:
         config = self.config
         rng = np.random.default_rng(config.seed)
         patches: list[np.ndarray] = []
+        every_patch: list[np.ndarray] = []
         masks: list[np.ndarray] = []
         weights: list[np.ndarray] = []
         feature_sum, feature_count = 0.0, 0
@@ -521,6 +554,8 @@ class SemanticPseudoLabeller:
             flat = features.reshape(-1, features.shape[-1])
             count = min(config.patch_samples_per_image, flat.shape[0])
             patches.append(flat[rng.choice(flat.shape[0], count, replace=False)] if count else flat[:0])
+            if config.em_init == "kmeans":
+                every_patch.append(flat)
             feature_sum = feature_sum + flat.sum(0, dtype=np.float64)
             feature_count += flat.shape[0]
         if not patches:
@@ -535,16 +570,30 @@ class SemanticPseudoLabeller:
             self.feature_mean = (np.asarray(feature_sum) / feature_count).astype(np.float32)
         mask_points = self._centre(np.concatenate(masks))
         patch_points = self._centre(np.concatenate(patches))
-        self.prototypes = fit_prototypes_em(
-            np.concatenate([mask_points, patch_points]),
-            np.concatenate([*weights, np.ones(patch_points.shape[0])]),
-            config.num_classes,
-            config.em_iterations,
-            config.em_temperature,
-            config.em_momentum,
-            config.em_batch_size,
-            config.seed,
-        )
+        points = np.concatenate([mask_points, patch_points])
+        point_weights = np.concatenate([*weights, np.ones(patch_points.shape[0])])
+        all_patches = self._centre(np.concatenate(every_patch)) if every_patch else None
+        best, best_objective = None, -np.inf
+        for restart in range(config.em_restarts):
+            seed = config.seed + 1000 * restart
+            initial = None
+            if all_patches is not None:
+                initial = spherical_kmeans(all_patches, config.num_classes, config.kmeans_iterations, seed)
+            prototypes = fit_prototypes_em(
+                points,
+                point_weights,
+                config.num_classes,
+                config.em_iterations,
+                config.em_temperature,
+                config.em_momentum,
+                config.em_batch_size,
+                seed,
+                initial,
+            )
+            objective = em_objective(points, point_weights, prototypes, config.em_temperature)
+            if objective > best_objective:
+                best, best_objective = prototypes, objective
+        self.prototypes = best
 
     # --- persistence --------------------------------------------------------------------------------
 
@@ -598,6 +647,18 @@ class SemanticPseudoLabeller:
                 f"features of dimension {features.shape[-1]} for prototypes of {self.prototypes.shape[1]}"
             )
         return (self._centre(features) @ self.prototypes.T).astype(np.float32)
+
+    def vote_in_masks(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Scores blended (``mask_vote``) with the mean scores of each patch's PriMaPs mask."""
+        weight = self.config.mask_vote
+        if weight <= 0:
+            return scores
+        masks = self.mask_proposals(features).masks.reshape(-1, scores.shape[0] * scores.shape[1])
+        flat = scores.reshape(-1, scores.shape[-1])
+        sizes = np.maximum(masks.sum(1, keepdims=True), 1).astype(np.float32)
+        means = (masks.astype(np.float32) @ flat) / sizes
+        voted = means[np.argmax(masks, axis=0)]
+        return ((1.0 - weight) * flat + weight * voted).reshape(scores.shape).astype(np.float32)
 
     def refine(self, image: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """h x w x K patch scores -> H' x W' x K edge-aware scores at ``refine_scale`` of the image."""
@@ -654,7 +715,10 @@ class SemanticPseudoLabeller:
             features = self.dense_features(image, depth)
         timings["features"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        scores = self.refine(image, self.patch_scores(features))
+        scores = self.patch_scores(features)
+        if self.config.method != "kmeans":
+            scores = self.vote_in_masks(features, scores)
+        scores = self.refine(image, scores)
         timings["refinement"] = time.perf_counter() - tic
         tic = time.perf_counter()
         probability = _softmax(scores / self.config.em_temperature)
@@ -727,6 +791,7 @@ __all__ = [
     "SemanticPseudoLabeller",
     "check_depth",
     "check_image",
+    "em_objective",
     "fit_prototypes_em",
     "fusion_weight",
     "hungarian_miou",

@@ -69,7 +69,8 @@ def _bag_sequence(path: Path) -> InputSequence:
 
     reader = StereoBagReader(path)
     count = sum(1 for _ in reader)
-    return InputSequence(path.stem if path.is_file() else path.name, path, "bag", count)
+    name = path.stem if path.suffix in (".bag", ".mcap", ".db3") else path.name
+    return InputSequence(name, path, "bag", count)
 
 
 def open_sequences(inputs: list[Path], split: str | None = None) -> list[InputSequence]:
