@@ -101,3 +101,15 @@ def test_smoothing_takes_the_neighbours_when_they_agree() -> None:
     following[2, 2] = 5  # t and t+1 agree: kept
     assert smooth_labels(labels, previous, zero, following, zero)[2, 2] == 5
     assert smooth_labels(labels, None, None, following, zero)[2, 2] == 5  # first frame: unchanged
+
+
+def test_overlapping_motion_masks_become_disjoint_with_their_scores() -> None:
+    from cups_ros.pseudo.pipeline import disjoint_masks
+
+    a, b, c = box(10, 10, 0, 0, 4), box(10, 10, 2, 2, 4), box(10, 10, 1, 1, 2)  # c lies inside a
+    masks, scores = disjoint_masks(np.stack([a, b, c]), np.array([0.5, 0.9, 0.1], np.float32))
+    np.testing.assert_allclose(scores, [0.9, 0.5])  # c lost every pixel, and its score with it
+    np.testing.assert_array_equal(masks[0], b)
+    np.testing.assert_array_equal(masks[1], a & ~b)
+    empty_masks, empty_scores = disjoint_masks(np.zeros((0, 10, 10), bool), np.zeros(0, np.float32))
+    assert empty_masks.shape == (0, 10, 10) and empty_scores.shape == (0,)

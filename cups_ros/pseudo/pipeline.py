@@ -302,6 +302,23 @@ def _flows(works: list[FrameWork], index: int) -> tuple[np.ndarray | None, np.nd
     return to_previous, to_next
 
 
+def disjoint_masks(masks: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Higher-scored masks win overlaps; masks left empty go, with their scores (so every later
+    step, which keeps non-empty masks in order, stays aligned with the scores)."""
+    order = np.argsort(-scores, kind="stable")
+    taken = np.zeros(masks.shape[1:], bool)
+    kept_masks, kept_scores = [], []
+    for index in order:
+        mask = masks[index] & ~taken
+        if mask.any():
+            kept_masks.append(mask)
+            kept_scores.append(scores[index])
+            taken |= mask
+    if not kept_masks:
+        return np.zeros((0, *masks.shape[1:]), bool), np.zeros(0, np.float32)
+    return np.stack(kept_masks), np.asarray(kept_scores, np.float32)
+
+
 def finalize_sequence(
     sequence: InputSequence,
     output: Path,
@@ -321,7 +338,7 @@ def finalize_sequence(
             previous = works[index - 1].labels if index > 0 else None
             following = works[index + 1].labels if index < len(works) - 1 else None
             labels = smooth_labels(labels, previous, to_previous, following, to_next)
-        masks, scores = work.motion_masks, work.motion_scores
+        masks, scores = disjoint_masks(work.motion_masks, work.motion_scores)
         sources = ["motion"] * len(masks)
         if config.static_instances:
             thing_mask = (labels < len(thing_classes)) & thing_classes[
