@@ -200,3 +200,58 @@ def test_road_and_sky_get_different_classes_on_sim_frames() -> None:
     road_class, sky_class = np.bincount(road).argmax(), np.bincount(sky).argmax()
     assert road_class != sky_class
     assert np.mean(road == road_class) > 0.6 and np.mean(sky == sky_class) > 0.6
+
+
+def test_em_starts_from_the_given_prototypes_and_restarts_are_deterministic(
+    tiny_backbone: DinoVisionTransformer,
+) -> None:
+    from cups_ros.pseudo.semantics import em_objective, fit_prototypes_em
+
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 8)).astype(np.float32)
+    initial = points[:3] / np.linalg.norm(points[:3], axis=1, keepdims=True)
+    kept = fit_prototypes_em(points, np.ones(50), 3, 0, 0.05, 0.5, 16, 0, initial)
+    np.testing.assert_allclose(kept, initial, atol=1e-6)
+    fitted = fit_prototypes_em(points, np.ones(50), 3, 5, 0.05, 0.5, 16, 0, initial)
+    assert (
+        em_objective(points, np.ones(50), fitted, 0.05)
+        >= em_objective(points, np.ones(50), kept, 0.05) - 1e-3
+    )
+
+    def fit(init: str) -> np.ndarray:
+        config = dataclasses.replace(SMALL, em_init=init, em_restarts=2, patch_samples_per_image=8)
+        labeller = SemanticPseudoLabeller(config, tiny_backbone)
+        labeller.fit(scene(s) for s in range(3))
+        assert labeller.prototypes is not None and labeller.prototypes.shape == (4, TINY.embed_dim)
+        return labeller.prototypes
+
+    np.testing.assert_array_equal(fit("kmeans"), fit("kmeans"))
+    assert fit("kmeans++").shape == (4, TINY.embed_dim)
+    # em_iterations=0: the k-means start itself (restarts chosen by the k-means objective).
+    for restarts in (1, 3):
+        config = dataclasses.replace(SMALL, em_iterations=0, em_restarts=restarts)
+        labeller = SemanticPseudoLabeller(config, tiny_backbone)
+        labeller.fit(scene(s) for s in range(3))
+        assert labeller.prototypes is not None and labeller.prototypes.shape == (4, TINY.embed_dim)
+        np.testing.assert_allclose(np.linalg.norm(labeller.prototypes, axis=1), 1.0, atol=1e-5)
+
+
+def test_mask_vote_makes_scores_constant_within_masks(fitted: SemanticPseudoLabeller) -> None:
+    labeller = SemanticPseudoLabeller(dataclasses.replace(SMALL, mask_vote=1.0), fitted.backbone)
+    labeller.prototypes, labeller.feature_mean = fitted.prototypes, fitted.feature_mean
+    image, depth = scene(15)
+    features = labeller.dense_features(image, depth)
+    scores = labeller.patch_scores(features)
+    voted = labeller.vote_in_masks(features, scores)
+    for mask in labeller.mask_proposals(features).masks:
+        assert np.allclose(voted[mask], voted[mask][0])
+    assert labeller.predict(image, depth).labels.shape == image.shape[:2]
+
+
+@pytest.mark.parametrize(
+    ("field_name", "value"),
+    [("em_init", "random"), ("em_restarts", 0), ("mask_vote", 1.5), ("image_centre_share", -0.1)],
+)
+def test_bad_em_settings_are_refused(field_name: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field_name):
+        SemanticConfig(**{field_name: value})  # type: ignore[arg-type]
