@@ -25,6 +25,7 @@ import numpy as np
 from scipy import ndimage
 
 from cups_ros.core.camera import CameraModel
+from cups_ros.pseudo.masks import mask_iou
 
 SOURCE_MOTION = "motion"
 SOURCE_DEPTH = "depth"
@@ -301,12 +302,7 @@ def mask_iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     gt = _check_stack(gt_masks, "gt_masks")
     if pred.shape[1:] != gt.shape[1:]:
         raise ValueError(f"pred masks are {pred.shape[1:]} but gt masks are {gt.shape[1:]} (H x W)")
-    pixels = int(np.prod(pred.shape[1:]))
-    p = pred.reshape(len(pred), pixels).astype(np.float32)
-    g = gt.reshape(len(gt), pixels).astype(np.float32)
-    intersection = p @ g.T
-    union = p.sum(1)[:, None] + g.sum(1)[None, :] - intersection
-    return np.where(union > 0, intersection / np.maximum(union, 1), 0.0)
+    return mask_iou(pred, gt)
 
 
 def instance_recall(pred_masks: np.ndarray, gt_masks: np.ndarray, iou: float = 0.5) -> tuple[int, int]:

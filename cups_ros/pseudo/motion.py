@@ -31,6 +31,7 @@ import numpy as np
 
 from cups_ros.core.camera import CameraModel
 from cups_ros.geometry.pair import FramePairGeometry
+from cups_ros.pseudo.masks import mask_iou
 
 _CHI3_MEDIAN = 1.5382  # median of the norm of a 3D standard normal vector
 
@@ -178,20 +179,6 @@ class MatchResult:
     false_positives: int  # predictions matching nothing
     false_negatives: int  # counted ground truths left unmatched
     ignored_predictions: int  # predictions matching only ignored ground truth
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """P x G IoU of two stacks of boolean masks (P x H x W, G x H x W)."""
-    a = np.asarray(a, dtype=bool)
-    b = np.asarray(b, dtype=bool)
-    a = a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
-    b = b.reshape(b.shape[0], int(np.prod(b.shape[1:])))
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    af, bf = a.astype(np.float32), b.astype(np.float32)
-    inter = af @ bf.T
-    union = af.sum(1)[:, None] + bf.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def match_instances(

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from cups_ros.core.panoptic import MAX_INSTANCE_ID
+from cups_ros.pseudo.masks import mask_iou
 
 
 @dataclass
@@ -43,17 +44,6 @@ def pull_by_flow(values: np.ndarray, flow: np.ndarray) -> np.ndarray:
     source = values.astype(np.uint8) if values.dtype == bool else values
     pulled = cv2.remap(source, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return pulled.astype(bool) if values.dtype == bool else pulled
-
-
-def mask_iou(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
-    """(A, B) IoU of two stacks of boolean masks."""
-    if len(masks_a) == 0 or len(masks_b) == 0:
-        return np.zeros((len(masks_a), len(masks_b)))
-    flat_a = masks_a.reshape(len(masks_a), -1).astype(np.float32)
-    flat_b = masks_b.reshape(len(masks_b), -1).astype(np.float32)
-    intersection = flat_a @ flat_b.T
-    union = flat_a.sum(1)[:, None] + flat_b.sum(1)[None, :] - intersection
-    return intersection / np.maximum(union, 1.0)
 
 
 @dataclass
