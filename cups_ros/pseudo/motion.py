@@ -859,7 +859,9 @@ class MotionInstanceSegmenter:
         valid_img[prep.idx_full] = True
         valid_img = valid_img.reshape(h, w)
         ego_r_img = np.zeros(h * w, np.float32)
-        ego_r_img[prep.idx_full] = np.sqrt(ego_r2_full)
+        ego_r_img[prep.idx_full] = np.sqrt(
+            np.maximum(ego_r2_full, 0.0)
+        )  # rounding can make r2 slightly negative
         ego_r_img = ego_r_img.reshape(h, w)
         blocked = None
         if cfg.grow_iterations > 0:
