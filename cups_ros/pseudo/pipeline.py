@@ -257,6 +257,9 @@ def run_frames(
             for index, frame, neighbour in sequence.frame_pairs(todo[sequence.name]):
                 work = labeller.frame(frame, neighbour, neighbour_is_next=index < sequence.length - 1)
                 write_bytes_atomic(work_path(output, sequence.name, index), work.to_bytes())
+                # A redone frame makes the sequence's cached counts and finished labels stale.
+                (output / "work" / sequence.name / "thing_stuff_counts.json").unlink(missing_ok=True)
+                (output / sequence.name / "sequence.json").unlink(missing_ok=True)
                 done += 1
                 bar.update()
                 bar.set_postfix({k: f"{v:.2f}s" for k, v in work.timings.items()})
@@ -428,8 +431,11 @@ def run_finalize(
     owned = [s for position, s in enumerate(sequences) if shard.owns_sequence(position)]
     for sequence in tqdm(owned, desc="finalize", unit="sequence", disable=not progress):
         meta_path = output / sequence.name / "sequence.json"
-        if meta_path.exists() and json.loads(meta_path.read_text()).get("complete"):
-            continue
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            # Done, unless the split's thing classes changed since (frames redone elsewhere).
+            if meta.get("complete") and meta.get("thing_classes") == np.flatnonzero(thing_classes).tolist():
+                continue
         frames = list(sequence.frames())
         labels = finalize_sequence(sequence, output, config, thing_classes, frames[0].camera)
         works = (FrameWork.read(work_path(output, sequence.name, i)) for i in range(len(frames)))
