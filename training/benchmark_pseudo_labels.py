@@ -44,9 +44,11 @@ from cups_ros.pseudo.pipeline import (
     load_pseudo_label_config,
     pseudo_class_colours,
     read_pseudo_label,
+    semantic_fit_samples,
     work_path,
 )
 from cups_ros.pseudo.semantics import SemanticPseudoLabeller, hungarian_miou, kmeans_baseline
+from cups_ros.pseudo.sources import open_sequences
 from cups_ros.sim.dataset import SimSequence, load_split
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
@@ -112,14 +114,10 @@ def semantic_figures(
     truths = [s[i].semantic for s, i in frames]
     ours = [FrameWork.read(work_path(labels, s.name, i)).labels for s, i in frames]
 
-    def train_samples():
-        for sequence in train:
-            for index in range(0, len(sequence), config.fit_stride):
-                frame = sequence[index].stereo_frame(sequence.name)
-                geometry = compute_frame_geometry(frame, config.geometry)
-                yield frame.left, np.where(geometry.valid_depth, geometry.depth, 0.0).astype(np.float32)
-
-    baseline = kmeans_baseline(train_samples(), backbone, config.semantics)
+    train_sequences = open_sequences([s.folder for s in train])
+    baseline = kmeans_baseline(
+        semantic_fit_samples(train_sequences, config, False), backbone, config.semantics
+    )
     kmeans = [baseline.predict(s[i].left).labels for s, i in frames]
     k = config.semantics.num_classes
     return {

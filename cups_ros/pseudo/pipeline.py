@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,15 +212,13 @@ class PseudoLabeller:
         )
 
 
-def fit_semantics(
-    sequences: list[InputSequence], config: PseudoLabelConfig, backbone: object, progress: bool = True
-) -> SemanticPseudoLabeller:
-    """Prototypes from every ``fit_stride``-th frame of all sequences (stereo depth, no labels)."""
-    labeller = SemanticPseudoLabeller(config.semantics, backbone)
+def semantic_fit_samples(
+    sequences: list[InputSequence], config: PseudoLabelConfig, progress: bool = True
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(left image, stereo depth with 0 where invalid) of every ``fit_stride``-th frame: what the
+    semantic prototypes (and any baseline compared with them) are fitted on, no labels."""
     total = sum(len(range(0, s.length, config.fit_stride)) for s in sequences)
-    bar = tqdm(total=total, desc="semantic samples", unit="frame", disable=not progress)
-
-    def samples():
+    with tqdm(total=total, desc="semantic samples", unit="frame", disable=not progress) as bar:
         for sequence in sequences:
             for index, frame in enumerate(sequence.frames()):
                 if index % config.fit_stride == 0:
@@ -227,8 +226,13 @@ def fit_semantics(
                     bar.update()
                     yield frame.left, np.where(geometry.valid_depth, geometry.depth, 0.0).astype(np.float32)
 
-    labeller.fit(samples())
-    bar.close()
+
+def fit_semantics(
+    sequences: list[InputSequence], config: PseudoLabelConfig, backbone: object, progress: bool = True
+) -> SemanticPseudoLabeller:
+    """Prototypes from every ``fit_stride``-th frame of all sequences."""
+    labeller = SemanticPseudoLabeller(config.semantics, backbone)
+    labeller.fit(semantic_fit_samples(sequences, config, progress))
     return labeller
 
 
@@ -328,12 +332,13 @@ def finalize_sequence(
     config: PseudoLabelConfig,
     thing_classes: np.ndarray,
     camera: object,
-) -> list[PanopticPseudoLabel]:
-    """Step 3 for one sequence: smoothing, static instances, fusion, pseudo-tracks, files."""
+) -> list[tuple[np.ndarray, PanopticPseudoLabel]]:
+    """Step 3 for one sequence: smoothing, static instances, fusion, pseudo-tracks, files.
+    Returns the (smoothed pseudo-classes, panoptic pseudo-label) of each frame."""
     works = [FrameWork.read(work_path(output, sequence.name, i)) for i in range(sequence.length)]
     tracker = PseudoTrackPropagator(config.video)
     folder = output / sequence.name
-    labels_out: list[PanopticPseudoLabel] = []
+    labels_out: list[tuple[np.ndarray, PanopticPseudoLabel]] = []
     for index, work in enumerate(works):
         to_previous, to_next = _flows(works, index)
         labels = work.labels
@@ -365,7 +370,7 @@ def finalize_sequence(
                 "timings": work.timings,
             },
         )
-        labels_out.append(fused)
+        labels_out.append((labels, fused))
     return labels_out
 
 
@@ -438,8 +443,7 @@ def run_finalize(
                 continue
         frames = list(sequence.frames())
         labels = finalize_sequence(sequence, output, config, thing_classes, frames[0].camera)
-        works = (FrameWork.read(work_path(output, sequence.name, i)) for i in range(len(frames)))
-        rows = [(f.left, w.labels, p.panoptic) for f, w, p in zip(frames, works, labels, strict=True)]
+        rows = [(f.left, classes, p.panoptic) for f, (classes, p) in zip(frames, labels, strict=True)]
         write_png_atomic(output / sequence.name / "montage.png", montage(rows))
         write_json_atomic(
             meta_path,
@@ -450,7 +454,7 @@ def run_finalize(
                 "stamps_ns": [f.stamp_ns for f in frames],
                 "num_classes": config.semantics.num_classes,
                 "thing_classes": np.flatnonzero(thing_classes).tolist(),
-                "instances_per_frame": float(np.mean([len(p.instances) for p in labels])),
+                "instances_per_frame": float(np.mean([len(p.instances) for _, p in labels])),
                 "complete": True,
             },
         )

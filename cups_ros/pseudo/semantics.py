@@ -258,6 +258,13 @@ def fusion_weight(depth: np.ndarray | None, grid: tuple[int, int], depth_scale: 
     return cv2.resize(weight, (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
 
 
+def _resize_channels(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of an h x w x C array (any C, which OpenCV's resize does not take)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]
+    resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)[0]
+    return resized.permute(1, 2, 0).numpy()
+
+
 def _unit(array: np.ndarray, axis: int = -1) -> np.ndarray:
     norm = np.linalg.norm(array, axis=axis, keepdims=True)
     return array / np.maximum(norm, 1e-12)
@@ -523,16 +530,7 @@ class SemanticPseudoLabeller:
             return global_tokens
         window_tokens = self.window_features(image)
         grid = window_tokens.shape[:2]
-        upsampled = (
-            F.interpolate(
-                torch.from_numpy(global_tokens).permute(2, 0, 1)[None],
-                size=grid,
-                mode="bilinear",
-                align_corners=False,
-            )[0]
-            .permute(1, 2, 0)
-            .numpy()
-        )
+        upsampled = _resize_channels(global_tokens, grid)
         weight = fusion_weight(depth, grid, self.config.depth_scale)[..., None]
         return _unit(weight * _unit(upsampled) + (1.0 - weight) * window_tokens).astype(np.float32)
 
@@ -715,16 +713,7 @@ class SemanticPseudoLabeller:
         refinement = config.refinement
         scale = config.refine_scale if refinement != "none" else 1.0
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        dense = (
-            F.interpolate(
-                torch.from_numpy(np.ascontiguousarray(scores)).permute(2, 0, 1)[None],
-                size=size,
-                mode="bilinear",
-                align_corners=False,
-            )[0]
-            .permute(1, 2, 0)
-            .numpy()
-        )
+        dense = _resize_channels(scores, size)
         dense = np.ascontiguousarray(dense)
         if refinement == "none":
             return dense
