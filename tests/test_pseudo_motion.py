@@ -12,13 +12,8 @@ from cups_ros.core.frame import StereoFrame
 from cups_ros.geometry.flow import FlowResult
 from cups_ros.geometry.pair import FrameGeometry, FramePairGeometry
 from cups_ros.geometry.stereo import DisparityResult
-from cups_ros.pseudo.motion import (
-    MotionConfig,
-    MotionInstanceSegmenter,
-    kabsch,
-    mask_iou,
-    match_instances,
-)
+from cups_ros.pseudo.masks import mask_iou, match_instances
+from cups_ros.pseudo.motion import MotionConfig, MotionInstanceSegmenter, kabsch
 
 H, W = 256, 512
 CAMERA = CameraModel(fx=565.5, fy=565.5, cx=255.5, cy=127.5, baseline=0.209, width=W, height=H)

@@ -38,7 +38,8 @@ from cups_ros.eval.split import evaluate_pseudo_panoptic
 from cups_ros.features import load_backbone
 from cups_ros.geometry import SequenceGeometry, compute_disparity, compute_frame_geometry
 from cups_ros.geometry.reference import kitti_d1, read_kitti_disparity, read_rgb
-from cups_ros.pseudo.motion import MotionInstanceSegmenter, match_instances
+from cups_ros.pseudo.masks import match_instances
+from cups_ros.pseudo.motion import MotionInstanceSegmenter
 from cups_ros.pseudo.pipeline import (
     FrameWork,
     load_pseudo_label_config,

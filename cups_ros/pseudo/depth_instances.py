@@ -303,16 +303,3 @@ def mask_iou_matrix(pred_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     if pred.shape[1:] != gt.shape[1:]:
         raise ValueError(f"pred masks are {pred.shape[1:]} but gt masks are {gt.shape[1:]} (H x W)")
     return mask_iou(pred, gt)
-
-
-def instance_recall(pred_masks: np.ndarray, gt_masks: np.ndarray, iou: float = 0.5) -> tuple[int, int]:
-    """(recalled, total): ground-truth masks matched by some prediction at IoU >= iou.
-
-    With iou >= 0.5 a prediction can match at most one ground-truth mask and vice versa (for
-    disjoint masks), so no assignment step is needed.
-    """
-    ious = mask_iou_matrix(pred_masks, gt_masks)
-    total = ious.shape[1]
-    if total == 0 or ious.shape[0] == 0:
-        return 0, total
-    return int((ious.max(axis=0) >= iou).sum()), total
