@@ -220,3 +220,22 @@ def write_config(config: Any, path: str | Path, node_name: str | None = ROS_WILD
     body = to_dict(config)
     document = {node_name: {ROS_PARAMETERS_KEY: body}} if node_name else body
     write_text_atomic(Path(path), yaml.safe_dump(document, sort_keys=False))
+
+
+def apply_overrides(schema: type[T], config: T, overrides: list[str]) -> T:
+    """``key.sub=value`` strings (values parsed as YAML) applied to a config, validated again."""
+    data = to_dict(config)
+    for override in overrides:
+        key, separator, text = override.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"override {override!r} is not key.sub=value")
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {override!r}: unknown key {key!r}")
+        node[parts[-1]] = yaml.safe_load(text)
+    return from_dict(schema, data)

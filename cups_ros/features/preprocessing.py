@@ -12,7 +12,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def preprocess(rgb_uint8: np.ndarray | Tensor) -> Tensor:
-    """HxWx3 or BxHxWx3 uint8 RGB -> Bx3xHxW float32 normalised with the ImageNet mean and std."""
+    """HxWx3 or BxHxWx3 uint8 RGB -> Bx3xHxW float32 normalised with the ImageNet mean and std, on
+    the images' device."""
     images = torch.as_tensor(rgb_uint8)
     if images.dtype != torch.uint8:
         raise TypeError(f"expected uint8 RGB images, got {images.dtype}")
@@ -21,8 +22,8 @@ def preprocess(rgb_uint8: np.ndarray | Tensor) -> Tensor:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected HxWx3 or BxHxWx3 RGB images, got shape {tuple(images.shape)}")
     images = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
     return ((images - mean) / std).contiguous()
 
 

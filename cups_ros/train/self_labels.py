@@ -1,0 +1,95 @@
+"""Self-labels of the EMA teacher (CUPS self-training): test-time augmentation over scales and a
+flip, confident instances only, and class-wise semantic thresholds relative to each class's best."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+from cups_ros.core.panoptic import IGNORE_CLASS
+from cups_ros.features.preprocessing import patch_multiple_size, preprocess
+from cups_ros.model.network import NetworkOutputs, PanopticTrackingNet
+from cups_ros.model.postprocess import PostProcessConfig, group_instances, upsample_outputs
+
+
+@torch.no_grad()
+def tta_outputs(
+    network: PanopticTrackingNet, images: Tensor, scales: Sequence[float], flip: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean semantic probabilities, centre heatmap and offsets (pixels) over the augmentations, at
+    the size of ``images`` (B x H x W x 3 uint8)."""
+    normalised = preprocess(images)
+    height, width = normalised.shape[-2:]
+    probabilities = torch.zeros(0)
+    heatmap = torch.zeros(0)
+    offsets = torch.zeros(0)
+    count = 0
+    for scale in scales:
+        size = patch_multiple_size(height, width, network.backbone.patch_size, scale)
+        scaled = F.interpolate(normalised, size=size, mode="bilinear", align_corners=False, antialias=True)
+        for flipped in (False, True) if flip else (False,):
+            outputs = network(scaled.flip(-1) if flipped else scaled)
+            up = upsample_outputs(NetworkOutputs(*(o.float() for o in outputs)), (height, width))
+            step_probabilities = torch.softmax(up.semantic_logits, dim=1)
+            step_heatmap, step_offsets = up.centre_heatmap, up.centre_offsets
+            if flipped:
+                step_probabilities = step_probabilities.flip(-1)
+                step_heatmap = step_heatmap.flip(-1)
+                step_offsets = step_offsets.flip(-1) * torch.tensor([-1.0, 1.0], device=images.device).view(
+                    1, 2, 1, 1
+                )
+            if count == 0:
+                probabilities, heatmap, offsets = step_probabilities, step_heatmap, step_offsets
+            else:
+                probabilities = probabilities + step_probabilities
+                heatmap = heatmap + step_heatmap
+                offsets = offsets + step_offsets
+            count += 1
+    return probabilities / count, heatmap / count, offsets / count
+
+
+@torch.no_grad()
+def self_labels(
+    teacher: PanopticTrackingNet,
+    images: Tensor,
+    thing_classes: Sequence[int],
+    scales: Sequence[float],
+    flip: bool,
+    instance_score: float,
+    semantic_factor: float,
+    postprocess: PostProcessConfig,
+) -> tuple[Tensor, Tensor]:
+    """(semantic B x H x W, instance B x H x W) self-labels; IGNORE_CLASS where not confident, and on
+    thing pixels outside a kept instance (as in the pseudo-labels)."""
+    probabilities, heatmap, offsets = tta_outputs(teacher, images, scales, flip)
+    semantic_labels, instance_labels = [], []
+    thing_lookup = torch.zeros(probabilities.shape[1], dtype=torch.bool, device=images.device)
+    if thing_classes:
+        thing_lookup[list(thing_classes)] = True
+    for index in range(probabilities.shape[0]):
+        dense = group_instances(
+            probabilities[index], heatmap[index], offsets[index], thing_classes, postprocess
+        )
+        semantic = dense.semantic.clone()
+        keep = torch.zeros_like(semantic, dtype=torch.bool)
+        for class_id in torch.unique(semantic).tolist():
+            in_class = semantic == class_id
+            best = dense.semantic_confidence[in_class].max()
+            keep |= in_class & (dense.semantic_confidence > semantic_factor * best)
+        instance = torch.zeros_like(dense.instance)
+        next_id = 1
+        for position in range(len(dense.classes)):
+            if float(dense.scores[position]) < instance_score:
+                continue
+            mask = dense.instance == position + 1
+            instance[mask] = next_id
+            semantic[mask] = dense.classes[position]
+            keep |= mask
+            next_id += 1
+        semantic[~keep | (thing_lookup[semantic] & (instance == 0))] = IGNORE_CLASS
+        semantic_labels.append(semantic)
+        instance_labels.append(instance)
+    return torch.stack(semantic_labels), torch.stack(instance_labels)
