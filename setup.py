@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.3",
     "tqdm==4.70.1",
     "scikit-image==0.26.0",
+    "matplotlib==3.11.2",
 ]
 
 EXTRAS_REQUIRE = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from cups_ros.core.camera import camera_model_from_kitti_calib
 from cups_ros.core.files import write_json_atomic, write_png_atomic
 from cups_ros.core.frame import StereoFrame
 from cups_ros.core.panoptic import decode_panoptic_id
+from cups_ros.eval.network import evaluate_pseudo_labels, pseudo_thing_classes
 from cups_ros.eval.panoptic_quality import CITYSCAPES_THING_TRAIN_IDS
-from cups_ros.eval.split import evaluate_pseudo_panoptic
 from cups_ros.features import load_backbone
 from cups_ros.geometry import SequenceGeometry, compute_disparity, compute_frame_geometry
 from cups_ros.geometry.reference import kitti_d1, read_kitti_disparity, read_rgb
@@ -128,17 +127,9 @@ def semantic_figures(
     }
 
 
-def panoptic_figures(labels: Path, sequences: list[SimSequence], num_classes: int) -> dict[str, float]:
-    thing_stuff = json.loads((labels / "thing_stuff.json").read_text())
-    pseudo_things = [k for k, thing in enumerate(thing_stuff["thing"]) if thing]
-
-    def pairs():
-        for sequence in sequences:
-            for frame in sequence:
-                yield sequence.name, frame.panoptic, read_pseudo_label(labels, sequence.name, frame.index)
-
-    scores = evaluate_pseudo_panoptic(pairs, num_classes, pseudo_things)
-    return {**scores.summary(), "pseudo_thing_classes": len(pseudo_things)}
+def panoptic_figures(labels: Path, sequences: list[SimSequence]) -> dict[str, float]:
+    scores = evaluate_pseudo_labels(labels, sequences)
+    return {**scores.summary(), "pseudo_thing_classes": len(pseudo_thing_classes(labels)[1])}
 
 
 def speed_figures(labels: Path, sequences: list[SimSequence], config) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -235,7 +226,7 @@ def main() -> int:
     labeller = SemanticPseudoLabeller.load(prototypes, backbone, config.semantics)
     figures: dict[str, float] = {"sequences": len(sequences), "frames": sum(len(s) for s in sequences)}
     figures |= instance_figures(args.labels, sequences)
-    figures |= panoptic_figures(args.labels, sequences, config.semantics.num_classes)
+    figures |= panoptic_figures(args.labels, sequences)
     if args.train_sim is not None:
         train = load_split(args.train_sim, "train")
         figures |= semantic_figures(args.labels, sequences, train, config, backbone, args.semantic_stride)

@@ -26,7 +26,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("labels", type=Path, nargs="?", help="pseudo-label dataset folder")
     parser.add_argument("--ground-truth", type=Path, default=None, help="simulator root: train on its labels")
     parser.add_argument("--split", default="train", help="simulator split with --ground-truth")
@@ -42,12 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if (args.labels is None) == (args.ground_truth is None):
         parser.error("give LABELS or --ground-truth SIM (one of them)")
     try:
         config = apply_overrides(TrainConfig, load_train_config(args.config), args.overrides)
-        labels = ground_truth_set(args.ground_truth, args.split) if args.ground_truth else pseudo_label_set(args.labels)
+        labels = (
+            ground_truth_set(args.ground_truth, args.split)
+            if args.ground_truth
+            else pseudo_label_set(args.labels)
+        )
         model = bootstrap(labels, config, args.output)
     except (ValueError, OSError) as error:
         if args.verbose:

@@ -1,6 +1,7 @@
 """Stage 3: self-training of a bootstrap model (CUPS): EMA teacher, TTA self-labels, heads only.
 
-    python training/self_train.py MODEL.pt LABELS --output RUN [--config config/train.yaml] [--set key=value ...]
+    python training/self_train.py MODEL.pt LABELS --output RUN [--config config/train.yaml]
+        [--set key=value ...]
 
 Only the images of LABELS (a pseudo-label dataset, or --ground-truth SIM --split train for the
 oracle) are used; the targets are the teacher's own confident predictions. Resumes from
@@ -23,7 +24,9 @@ REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", type=Path, help="bootstrap model file (RUN/model.pt)")
     parser.add_argument("labels", type=Path, nargs="?", help="pseudo-label dataset folder (its images)")
     parser.add_argument("--ground-truth", type=Path, default=None, help="simulator root (its images)")
@@ -40,12 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if (args.labels is None) == (args.ground_truth is None):
         parser.error("give LABELS or --ground-truth SIM (one of them)")
     try:
         config = apply_overrides(TrainConfig, load_train_config(args.config), args.overrides)
-        labels = ground_truth_set(args.ground_truth, args.split) if args.ground_truth else pseudo_label_set(args.labels)
+        labels = (
+            ground_truth_set(args.ground_truth, args.split)
+            if args.ground_truth
+            else pseudo_label_set(args.labels)
+        )
         model = self_train(args.model, labels, config, args.output)
     except (ValueError, OSError) as error:
         if args.verbose:

@@ -8,7 +8,9 @@ on IoU), so network and pseudo-labels are compared with the same linking.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from cups_ros.eval.split import SplitScores, evaluate_pseudo_panoptic
 from cups_ros.geometry.flow import DisFlowEstimator
 from cups_ros.model.postprocess import PanopticPrediction
 from cups_ros.pseudo.video import PseudoTrackPropagator
+from cups_ros.sim.dataset import SimSequence
 
 Predict = Callable[[np.ndarray], PanopticPrediction]
 
@@ -39,20 +42,10 @@ def link_tracks(
         yield panoptic
 
 
-def evaluate_on_simulator(
-    predict: Predict,
-    sim_root: str,
-    split: str,
-    num_classes: int,
-    thing_classes: list[int],
-    limit_sequences: int | None = None,
+def evaluate_network(
+    predict: Predict, sequences: list[SimSequence], num_classes: int, thing_classes: list[int]
 ) -> SplitScores:
-    """Predicts every frame once (kept in memory as panoptic ids), then scores the split."""
-    from cups_ros.sim.dataset import load_split
-
-    sequences = load_split(sim_root, split)[:limit_sequences]
-    if not sequences:
-        raise FileNotFoundError(f"no {split}_* simulator sequences under {sim_root}")
+    """Predicts every frame once (kept in memory as panoptic ids), then scores the sequences."""
     pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
     for sequence in sequences:
         frames = list(sequence)
@@ -60,3 +53,28 @@ def evaluate_on_simulator(
         for frame, panoptic in zip(frames, predicted, strict=True):
             pairs.append((sequence.name, frame.panoptic, panoptic))
     return evaluate_pseudo_panoptic(lambda: iter(pairs), num_classes, thing_classes)
+
+
+def pseudo_thing_classes(labels: Path) -> tuple[int, list[int]]:
+    """(number of pseudo-classes, the thing ones) of a pseudo-label dataset."""
+    thing_stuff = json.loads((Path(labels) / "thing_stuff.json").read_text())
+    return len(thing_stuff["thing"]), [index for index, flag in enumerate(thing_stuff["thing"]) if flag]
+
+
+def evaluate_pseudo_labels(labels: Path, sequences: list[SimSequence]) -> SplitScores:
+    """The pseudo-labels of simulated sequences, scored exactly as network output is (the baseline
+    the network must beat)."""
+    from cups_ros.pseudo.pipeline import read_pseudo_label
+
+    num_classes, things = pseudo_thing_classes(labels)
+
+    def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        for sequence in sequences:
+            for frame in sequence:
+                yield (
+                    sequence.name,
+                    frame.panoptic,
+                    read_pseudo_label(Path(labels), sequence.name, frame.index),
+                )
+
+    return evaluate_pseudo_panoptic(pairs, num_classes, things)

@@ -1,0 +1,71 @@
+"""Export (ONNX, TensorRT engines) and inference engines (torch, onnxruntime, TensorRT) + Predictor."""
+
+from cups_ros.runtime.engines import (
+    BACKENDS,
+    InferenceEngine,
+    OnnxRuntimeEngine,
+    TensorRTEngine,
+    TorchEngine,
+    open_engine,
+    select_providers,
+)
+from cups_ros.runtime.export import (
+    OnnxMetadata,
+    OnnxModelError,
+    check_onnx_file,
+    export_onnx,
+    onnx_file_name,
+    onnx_file_sha256,
+    parse_size,
+    read_onnx_metadata,
+)
+from cups_ros.runtime.predictor import (
+    Predictor,
+    PredictorResult,
+    StageTimings,
+    differing_pixels,
+    max_abs_differences,
+    predictions_equal,
+    resize_images,
+)
+from cups_ros.runtime.tensorrt import (
+    CachedEngine,
+    DeviceInfo,
+    EngineCacheKey,
+    TensorRTBuildError,
+    TensorRTSettings,
+    TensorRTUnavailableError,
+    ensure_engine,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CachedEngine",
+    "DeviceInfo",
+    "EngineCacheKey",
+    "InferenceEngine",
+    "OnnxMetadata",
+    "OnnxModelError",
+    "OnnxRuntimeEngine",
+    "Predictor",
+    "PredictorResult",
+    "StageTimings",
+    "TensorRTBuildError",
+    "TensorRTEngine",
+    "TensorRTSettings",
+    "TensorRTUnavailableError",
+    "TorchEngine",
+    "check_onnx_file",
+    "differing_pixels",
+    "ensure_engine",
+    "export_onnx",
+    "max_abs_differences",
+    "onnx_file_name",
+    "onnx_file_sha256",
+    "open_engine",
+    "parse_size",
+    "predictions_equal",
+    "read_onnx_metadata",
+    "resize_images",
+    "select_providers",
+]
