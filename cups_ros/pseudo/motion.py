@@ -286,7 +286,9 @@ def _image_r2(
     m2 = wf * (ru * ru + rv * rv) + wd * rd * rd
     jr = wf * (ju * ru + jv * rv) + wd * jd * rd
     jj = wf * (ju * ju + jv * jv) + wd * jd * jd
-    out = m2 - sz2 * jr * jr / (1 + sz2 * jj)
+    # Non-negative in exact arithmetic; float32 rounding can dip below 0 where residuals vanish,
+    # and a negative median would turn the noise scale into NaN.
+    out = np.maximum(m2 - sz2 * jr * jr / (1 + sz2 * jj), np.float32(0))
     # Points sent to (or behind) the camera: the linearised depth term would explain anything.
     return np.where(y[..., 2] > 0.5, out, np.float32(1e6))
 
