@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import scipy.ndimage
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
@@ -87,7 +88,8 @@ class DenseInstances:
 
 
 def upsample_outputs(outputs: NetworkOutputs, size: tuple[int, int]) -> NetworkOutputs:
-    """Head outputs resized to ``size`` (bilinear); offsets rescaled to its pixels."""
+    """Head outputs resized to ``size`` (bilinear); offsets rescaled to its pixels; embedding not
+    renormalised (instance means are)."""
     grid_height, grid_width = outputs.semantic_logits.shape[-2:]
     scale = torch.tensor([size[1] / grid_width, size[0] / grid_height], dtype=torch.float32)
     resize = lambda tensor: F.interpolate(tensor.float(), size=size, mode="bilinear", align_corners=False)  # noqa: E731
@@ -96,7 +98,7 @@ def upsample_outputs(outputs: NetworkOutputs, size: tuple[int, int]) -> NetworkO
         centre_heatmap=resize(outputs.centre_heatmap),
         centre_offsets=resize(outputs.centre_offsets)
         * scale.view(1, 2, 1, 1).to(outputs.centre_offsets.device),
-        embedding=F.normalize(resize(outputs.embedding), dim=1),
+        embedding=resize(outputs.embedding),  # normalised per instance after averaging, not per pixel
     )
 
 
@@ -133,32 +135,23 @@ def group_instances(
     ys, xs = torch.nonzero(is_thing, as_tuple=True)
     targets = torch.stack([xs + offsets[0, ys, xs], ys + offsets[1, ys, xs]], dim=1)
     nearest = torch.cdist(targets, centres.float()).argmin(dim=1)
-    instance[ys, xs] = nearest + 1
-    classes, scores, kept_centres = [], [], []
-    relabelled = torch.zeros_like(instance)
-    next_id = 1
-    num_classes = semantic_probabilities.shape[0]
-    for index in range(len(centres)):
-        mask = instance == index + 1
-        area = int(mask.sum())
-        if area < config.min_instance_area:
-            continue
-        class_id = int(torch.bincount(semantic[mask], minlength=num_classes).argmax())
-        score = float(centre_scores[index]) * float(semantic_probabilities[class_id][mask].mean())
-        if score < config.min_score:
-            continue
-        relabelled[mask] = next_id
-        next_id += 1
-        classes.append(class_id)
-        scores.append(score)
-        kept_centres.append(centres[index].float())
+    # Per-centre statistics in one pass (bincount), not one full-image mask per centre.
+    count, num_classes = len(centres), semantic_probabilities.shape[0]
+    pixel_classes = semantic[ys, xs]
+    areas = torch.bincount(nearest, minlength=count)
+    votes = torch.bincount(nearest * num_classes + pixel_classes, minlength=count * num_classes)
+    classes = votes.view(count, num_classes).argmax(dim=1)
+    class_probability = semantic_probabilities[classes[nearest], ys, xs]
+    mean_probability = torch.bincount(nearest, weights=class_probability, minlength=count) / areas.clamp(
+        min=1
+    )
+    scores = centre_scores * mean_probability
+    kept = (areas >= config.min_instance_area) & (scores >= config.min_score)
+    new_ids = torch.zeros(count + 1, dtype=torch.long, device=device)
+    new_ids[1:][kept] = torch.arange(1, int(kept.sum()) + 1, device=device)
+    instance[ys, xs] = new_ids[nearest + 1]
     return DenseInstances(
-        semantic,
-        confidence,
-        relabelled,
-        torch.tensor(classes, dtype=torch.long, device=device),
-        torch.tensor(scores, device=device),
-        torch.stack(kept_centres) if kept_centres else empty.reshape(0, 2),
+        semantic, confidence, instance, classes[kept], scores[kept].float(), centres[kept].float()
     )
 
 
@@ -188,26 +181,29 @@ def dense_to_prediction(
         semantic_np = cv2.resize(semantic_np, (out_width, out_height), interpolation=cv2.INTER_NEAREST)
     scale_x, scale_y = out_width / in_width, out_height / in_height
     instance_map = panoptic_np % LABEL_DIVISOR
+    count = len(dense.classes)
+    vectors = np.zeros((count, 0), np.float32)
+    if embedding is not None and count:
+        sums = torch.zeros((count + 1, embedding.shape[0]), device=embedding.device)
+        sums.index_add_(0, dense.instance.reshape(-1), embedding.reshape(embedding.shape[0], -1).T.float())
+        vectors = F.normalize(sums[1:], dim=1).cpu().numpy().astype(np.float32)
+    areas = np.bincount(instance_map.reshape(-1), minlength=count + 1)
+    windows = scipy.ndimage.find_objects(instance_map, max_label=count)
     instances = []
-    for index in range(len(dense.classes)):
-        instance_id = index + 1
-        ys, xs = np.nonzero(instance_map == instance_id)
-        if not len(ys):
+    for index, window in enumerate(windows):
+        if window is None:
             continue  # vanished in the resize
-        vector = np.zeros(0, np.float32)
-        if embedding is not None:
-            mean = embedding[:, dense.instance == instance_id].mean(dim=1)
-            vector = F.normalize(mean, dim=0).cpu().numpy().astype(np.float32)
         centre_x, centre_y = dense.centres[index].tolist()
+        rows, columns = window
         instances.append(
             DetectedInstance(
-                instance_id=instance_id,
+                instance_id=index + 1,
                 class_id=int(dense.classes[index]),
                 score=float(dense.scores[index]),
-                area=len(ys),
-                box=(int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())),
+                area=int(areas[index + 1]),
+                box=(columns.start, rows.start, columns.stop - 1, rows.stop - 1),
                 centre=(centre_x * scale_x, centre_y * scale_y),
-                embedding=vector,
+                embedding=vectors[index],
             )
         )
     return PanopticPrediction(panoptic_np, semantic_np, instances)
