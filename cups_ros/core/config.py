@@ -8,6 +8,7 @@ which ROS 2 flattens to dotted parameter names (``sync.slop``); ``to_ros_paramet
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import types
@@ -237,5 +238,9 @@ def apply_overrides(schema: type[T], config: T, overrides: list[str]) -> T:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override {override!r}: unknown key {key!r}")
-        node[parts[-1]] = yaml.safe_load(text)
+        value = yaml.safe_load(text)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(text)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        node[parts[-1]] = value
     return from_dict(schema, data)
