@@ -78,7 +78,9 @@ def tiny_split(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_pairs_come_from_one_sequence_within_the_gap(tiny_split: Path) -> None:
+def test_pairs_come_from_one_sequence_within_the_gap(
+    tiny_split: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     labels = ground_truth_set(tiny_split, "train")
     assert len(labels.records) == 8 and labels.thing_classes == list(range(11, 19))
     sampler = NearbyFramePairs(labels, gap=1, seed=3)
@@ -90,6 +92,12 @@ def test_pairs_come_from_one_sequence_within_the_gap(tiny_split: Path) -> None:
     assert indices != list(sampler)  # a new draw per epoch
     ranks = [list(NearbyFramePairs(labels, 1, 3, rank, 2)) for rank in (0, 1)]
     assert len(ranks[0]) == 4 and ranks[0] != ranks[1]
+    # Without explicit ranks the sampler asks the process group when iteration starts (DDP).
+    lazy = NearbyFramePairs(labels, 1, 3)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert list(lazy) == ranks[1]
 
 
 def test_frames_are_augmented_differently_on_every_call(tiny_split: Path) -> None:

@@ -239,16 +239,32 @@ class NearbyFramePairs(Sampler[int]):
     """Indices in pairs (frame, another frame of its sequence at most ``gap`` away), so every batch
     holds the same pseudo-tracks twice. Random with replacement; each DDP rank draws its own pairs."""
 
-    def __init__(self, labels: LabelSet, gap: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, labels: LabelSet, gap: int, seed: int, rank: int | None = None, world_size: int | None = None
+    ) -> None:
+        """rank / world_size None: those of the process group when iteration starts (Lightning
+        creates it inside fit, after the loaders were built)."""
         self.gap = gap
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
+        self._rank = rank
+        self._world_size = world_size
         self.epoch = 0
         self._by_position: dict[tuple[int, int], int] = {
             (record.sequence_index, record.index): position for position, record in enumerate(labels.records)
         }
         self.records = labels.records
+
+    @property
+    def rank(self) -> int:
+        if self._rank is not None:
+            return self._rank
+        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+    @property
+    def world_size(self) -> int:
+        if self._world_size is not None:
+            return self._world_size
+        return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
 
     def __len__(self) -> int:
         return 2 * math.ceil(len(self.records) / (2 * self.world_size))

@@ -80,13 +80,11 @@ def _trainer(config: TrainConfig, run_dir: Path, max_steps: int) -> L.Trainer:
 
 
 def _loader(labels: LabelSet, config: TrainConfig, batch_size: int, gap: int, seed: int) -> DataLoader:
-    rank = int(torch.distributed.get_rank()) if torch.distributed.is_initialized() else 0
-    world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
     frames = PanopticFrames(labels, config.augmentation, augment=True, seed=seed)
     return DataLoader(
         frames,
         batch_size=batch_size,
-        sampler=NearbyFramePairs(labels, gap, seed, rank, world),
+        sampler=NearbyFramePairs(labels, gap, seed),
         num_workers=config.trainer.num_workers,
         persistent_workers=config.trainer.num_workers > 0,
         drop_last=True,
