@@ -7,6 +7,7 @@ and logs. Both stages share one training step: labels -> copy-paste -> network -
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import lightning as L  # noqa: N812
@@ -148,7 +149,11 @@ class PanopticTrainingModule(L.LightningModule):
             output_size(images.shape[1], images.shape[2]),
             self.train_config.loss.centre_sigma,
         )
-        losses = panoptic_losses(outputs, targets, self.thing_classes, self.train_config.loss)
+        loss_config = self.train_config.loss
+        if self.stage == "self_train":
+            # Self-labels carry no tracks: the embedding head keeps what the pseudo-tracks taught it.
+            loss_config = dataclasses.replace(loss_config, embedding_weight=0.0)
+        losses = panoptic_losses(outputs, targets, self.thing_classes, loss_config)
         self.log_dict(
             {f"train/{name}": value.detach() for name, value in losses.items()},
             prog_bar=False,
