@@ -56,6 +56,7 @@ setup(
     entry_points={
         "console_scripts": [
             "cups-ros = cups_ros.cli:main",
+            "perception_node = cups_ros.ros.perception_node:main",
         ],
     },
 )

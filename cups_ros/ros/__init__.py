@@ -1,0 +1,1 @@
+"""The rclpy nodes: thin wiring around the transport-free pipelines (rclpy is imported only here)."""

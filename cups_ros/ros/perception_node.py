@@ -1,0 +1,332 @@
+"""The perception node: stereo topics in, tracked panoptic topics out (thin rclpy wiring).
+
+Inputs: left/right ``sensor_msgs/Image`` (rectified; a compressed stream needs image_transport's
+republish in front) and ``CameraInfo``, paired by message_filters' ApproximateTimeSynchronizer.
+The synchronizer callback only converts the messages and hands the frame to ``AsyncPerception``,
+whose worker runs inference and publishes, so callbacks never wait for the network; frames that
+arrive while one is waiting replace it (counted as dropped).
+
+Outputs, relative to the node's namespace (DESIGN.md): ``panoptic`` (32SC1, class * 1000 + track id),
+``semantic`` (mono8), ``panoptic_color`` (rgb8), ``instances`` (vision_msgs/Detection2DArray,
+Detection2D.id = track id, hypothesis class_id = pseudo-class name), ``label_info`` (LabelInfo,
+transient local, published when a model is loaded), ``depth`` (32FC1, only with
+perception.depth.enabled) and ``/diagnostics``. Every output carries the stamp and frame_id of the
+left image; ``use_sim_time`` only changes the node clock (diagnostics, rates, throttling).
+
+Parameters are the fields of ``PerceptionNodeConfig`` (config/perception.yaml, dotted names); the
+model (``perception.model.path`` / ``.backend``) can be changed while running (``ros2 param set``):
+the new one loads in the background and the old one keeps running if it fails.
+"""
+
+from __future__ import annotations
+
+import array
+import collections
+import threading
+from typing import Any
+
+import message_filters
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from cups_ros.core.config import ConfigError, from_dict, from_ros_parameters, to_dict, to_ros_parameters
+from cups_ros.io.messages import (
+    MessageTypes,
+    array_to_image,
+    detection2d_array_message,
+    header_message,
+    label_info_message,
+)
+from cups_ros.pipeline.perception import (
+    AsyncPerception,
+    EngineLoader,
+    ModelConfig,
+    ModelEvent,
+    PerceptionFailure,
+    PerceptionNodeConfig,
+    PerceptionResult,
+    QosConfig,
+    load_engine,
+)
+
+NODE_NAME = "perception"
+MODEL_PARAMETERS = ("perception.model.path", "perception.model.backend")
+_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+
+def qos_profile(config: QosConfig, durability: DurabilityPolicy = DurabilityPolicy.VOLATILE) -> QoSProfile:
+    """KEEP_LAST QoS from the config (the input default equals qos_profile_sensor_data)."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=config.depth,
+        reliability=_RELIABILITY[config.reliability],
+        durability=durability,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Parameter values as the typed config reads them (rclpy may hand arrays as array.array)."""
+    return list(value) if isinstance(value, array.array | tuple) else value
+
+
+class _RateMeter:
+    """Events per second between two diagnostics ticks, on the node clock."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = None
+
+    def rate(self, count: int, now_ns: int) -> float:
+        last, self._last = self._last, (count, now_ns)
+        if last is None or now_ns <= last[1]:
+            return 0.0
+        return (count - last[0]) / ((now_ns - last[1]) * 1e-9)
+
+
+class PerceptionNode(Node):
+    """Subscribes the stereo pair, publishes tracked panoptic output; see the module docstring."""
+
+    def __init__(
+        self, node_name: str = NODE_NAME, *, engine_loader: EngineLoader = load_engine, **node_options: Any
+    ) -> None:
+        """node_options go to rclpy's Node (namespace, parameter_overrides, cli_args...);
+        engine_loader opens models (tests inject slow or failing ones)."""
+        super().__init__(node_name, **node_options)
+        self.config = self._declare_and_read_parameters()
+        self._types = MessageTypes.from_rclpy()
+        self._model = self.config.perception.model
+        self._received: collections.Counter[str] = collections.Counter()
+        self._synchronized = 0
+        self._published = 0
+        self._latencies_ms: collections.deque[float] = collections.deque(maxlen=100)
+        self._input_rate = _RateMeter()
+        self._output_rate = _RateMeter()
+        self._label_names: tuple[str, ...] | None = None
+        self._label_lock = threading.Lock()  # worker and loader threads both publish it
+        self._last_failure = ""
+
+        output_qos = qos_profile(self.config.output_qos)
+        self._outputs = {
+            "panoptic": self.create_publisher(Image, "panoptic", output_qos),
+            "semantic": self.create_publisher(Image, "semantic", output_qos),
+            "panoptic_color": self.create_publisher(Image, "panoptic_color", output_qos),
+            "instances": self.create_publisher(Detection2DArray, "instances", output_qos),
+        }
+        if self.config.perception.depth.enabled:
+            self._outputs["depth"] = self.create_publisher(Image, "depth", output_qos)
+        latched = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self._label_info_publisher = self.create_publisher(LabelInfo, "label_info", latched)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.perception = AsyncPerception(
+            self.config.perception,
+            self._on_result,
+            on_error=self._on_failure,
+            on_model_event=self._on_model_event,
+            engine_loader=engine_loader,
+        )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.perception.start()
+
+        topics = self.config.topics
+        input_qos = qos_profile(self.config.input_qos)
+        self._filters = [
+            message_filters.Subscriber(self, Image, topics.left_image, qos_profile=input_qos),
+            message_filters.Subscriber(self, CameraInfo, topics.left_info, qos_profile=input_qos),
+            message_filters.Subscriber(self, Image, topics.right_image, qos_profile=input_qos),
+            message_filters.Subscriber(self, CameraInfo, topics.right_info, qos_profile=input_qos),
+        ]
+        for subscriber, name in zip(
+            self._filters, ("left image", "left info", "right image", "right info"), strict=True
+        ):
+            subscriber.registerCallback(self._count_input, name)
+        self._synchronizer = message_filters.ApproximateTimeSynchronizer(
+            self._filters, self.config.sync.queue_size, self.config.sync.slop
+        )
+        self._synchronizer.registerCallback(self._on_stereo)
+        self._diagnostics_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"perception node up: inputs {', '.join(topics.all())} (sync slop {self.config.sync.slop} s); "
+            f"model {self.config.perception.model.path or '(none configured)'}"
+        )
+
+    # --- parameters ---
+
+    def _declare_and_read_parameters(self) -> PerceptionNodeConfig:
+        """Declares every config field with its code default (overrides: parameter files, -p, launch)
+        and validates the result once; an invalid configuration stops the node with the key named."""
+        defaults = to_ros_parameters(PerceptionNodeConfig())
+        declared = self.declare_parameters("", list(defaults.items()))
+        values = {parameter.name: _plain(parameter.value) for parameter in declared}
+        try:
+            return from_ros_parameters(PerceptionNodeConfig, values)
+        except (ConfigError, ValueError) as error:
+            self.get_logger().fatal(f"invalid perception node parameters: {error}")
+            raise
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """perception.model.path / backend swap the model live; everything else needs a restart."""
+        ours = [p for p in parameters if p.name in self.config_parameter_names()]
+        fixed = [p.name for p in ours if p.name not in MODEL_PARAMETERS]
+        if fixed:
+            return SetParametersResult(
+                successful=False, reason=f"{', '.join(fixed)} take effect at start only: restart the node"
+            )
+        changes = {p.name.rsplit(".", 1)[1]: p.value for p in ours}
+        if changes:
+            try:
+                model = from_dict(ModelConfig, {**to_dict(self._model), **changes})
+            except (ConfigError, ValueError) as error:
+                return SetParametersResult(successful=False, reason=str(error))
+            self._model = model
+            self.get_logger().info(
+                f"swapping model to {model.path} ({model.backend}); the current one keeps running"
+            )
+            self.perception.swap_model(model.path, model.backend)
+        return SetParametersResult(successful=True, reason="")
+
+    @staticmethod
+    def config_parameter_names() -> set[str]:
+        return set(to_ros_parameters(PerceptionNodeConfig()))
+
+    # --- input (executor thread: must stay quick) ---
+
+    def _count_input(self, message: Any, name: str) -> None:
+        self._received[name] += 1
+
+    def _on_stereo(self, left_image: Any, left_info: Any, right_image: Any, right_info: Any) -> None:
+        self._synchronized += 1
+        self.perception.submit_messages(left_image, left_info, right_image, right_info)
+
+    def _on_failure(self, failure: PerceptionFailure) -> None:
+        self._last_failure = f"{failure.reason}: {failure.message}"
+        self.get_logger().warn(
+            f"stereo pair at stamp {failure.stamp_ns} ns ({failure.frame_id or 'no frame_id'}) "
+            f"not processed: {failure.message}",
+            throttle_duration_sec=self.config.log_throttle,
+        )
+
+    # --- output (worker thread) ---
+
+    def _on_result(self, result: PerceptionResult) -> None:
+        types, stamp, frame_id = self._types, result.stamp_ns, result.frame_id
+        self._outputs["panoptic"].publish(array_to_image(result.panoptic, "32SC1", stamp, frame_id, types))
+        self._outputs["semantic"].publish(array_to_image(result.semantic, "mono8", stamp, frame_id, types))
+        self._outputs["panoptic_color"].publish(
+            array_to_image(result.panoptic_rgb, "rgb8", stamp, frame_id, types)
+        )
+        self._outputs["instances"].publish(
+            detection2d_array_message(result.tracks, stamp, frame_id, types, class_names=result.class_names)
+        )
+        if "depth" in self._outputs and result.depth is not None:
+            self._outputs["depth"].publish(array_to_image(result.depth, "32FC1", stamp, frame_id, types))
+        self._publish_label_info(result.class_names, frame_id)
+        self._published += 1
+        self._latencies_ms.append(max(0.0, (self.get_clock().now().nanoseconds - stamp) * 1e-6))
+
+    def _publish_label_info(self, class_names: list[str], frame_id: str = "") -> None:
+        """Once per set of classes (transient local: late subscribers get the last one)."""
+        names = tuple(class_names)
+        with self._label_lock:
+            if names == self._label_names:
+                return
+            self._label_names = names
+            threshold = float(self.config.perception.tracker.min_score)
+            now = self.get_clock().now().nanoseconds
+            message = label_info_message(list(names), threshold, now, frame_id, self._types)
+            self._label_info_publisher.publish(message)
+
+    def _on_model_event(self, event: ModelEvent) -> None:
+        if event.succeeded:
+            self.get_logger().info(f"model in use: {event.model_name}")
+            self._publish_label_info(list(event.class_names))
+        else:
+            self.get_logger().error(f"model {event.path} ({event.backend}) not loaded: {event.message}")
+
+    # --- diagnostics (timer) ---
+
+    def _publish_diagnostics(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        stats = self.perception.stats()
+        input_rate = self._input_rate.rate(self._synchronized, now)
+        output_rate = self._output_rate.rate(self._published, now)
+        latencies = sorted(self._latencies_ms)
+        unpaired = {side: self._received[f"{side} image"] - self._synchronized for side in ("left", "right")}
+        if not stats.model_name:
+            level, message = DiagnosticStatus.ERROR, stats.model_error or "no model loaded yet"
+        elif stats.model_error:
+            level, message = DiagnosticStatus.WARN, stats.model_error
+        elif stats.errors_total or stats.dropped_total:
+            level, message = (
+                DiagnosticStatus.OK,
+                f"running {stats.model_name}; some frames dropped or rejected",
+            )
+        else:
+            level, message = DiagnosticStatus.OK, f"running {stats.model_name}"
+        values = {
+            "input rate (Hz)": f"{input_rate:.2f}",
+            "output rate (Hz)": f"{output_rate:.2f}",
+            "latency median (ms)": f"{latencies[len(latencies) // 2]:.1f}" if latencies else "n/a",
+            "latency max (ms)": f"{latencies[-1]:.1f}" if latencies else "n/a",
+            "processing mean (ms)": f"{stats.mean_processing_ms:.1f}",
+            "model": stats.model_name or "none",
+            "model path": stats.model_path,
+            "model error": stats.model_error,
+            "model loading": str(stats.loading).lower(),
+            "received left images": str(self._received["left image"]),
+            "received right images": str(self._received["right image"]),
+            "synchronized pairs": str(self._synchronized),
+            "left images without partner": str(max(0, unpaired["left"])),
+            "right images without partner": str(max(0, unpaired["right"])),
+            "processed": str(stats.processed),
+            "published": str(self._published),
+            "dropped frames": str(stats.dropped_total),
+            **{f"dropped: {reason}": str(count) for reason, count in sorted(stats.dropped.items())},
+            "rejected frames": str(stats.errors_total),
+            **{f"rejected: {reason}": str(count) for reason, count in sorted(stats.errors.items())},
+            "last rejection": self._last_failure,
+        }
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_name()}: perception",
+            message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=key, value=value) for key, value in values.items()],
+        )
+        self._diagnostics_publisher.publish(
+            DiagnosticArray(header=header_message(now, "", self._types), status=[status])
+        )
+
+    def destroy_node(self) -> None:
+        self.perception.stop()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console script ``perception_node``: ``ros2 run cups_ros perception_node --ros-args ...``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PerceptionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
