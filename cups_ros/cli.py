@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "cups_ros.io.commands",
     "cups_ros.eval.commands",
     "cups_ros.sim.commands",
+    "cups_ros.pipeline.replay",
     "cups_ros.demo",
 )
 
