@@ -12,9 +12,7 @@ Each figure is the median over --repeats runs after one warm-up (min in brackets
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +31,7 @@ from cups_ros.geometry import (
     load_geometry_config,
 )
 from cups_ros.geometry.reference import kitti_d1, read_kitti_disparity, read_rgb
+from cups_ros.geometry.timing import repeated_milliseconds
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 WIDTH, HEIGHT = 1024, 512
@@ -40,13 +39,7 @@ WIDTH, HEIGHT = 1024, 512
 
 def milliseconds(run: Callable[[], object], repeats: int) -> tuple[float, float]:
     """(median, min) wall time in ms after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), min(times)
+    return repeated_milliseconds(run, repeats)
 
 
 def report(name: str, timing: tuple[float, float]) -> None:

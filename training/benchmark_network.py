@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cups_ros.core.files import write_json_atomic
 from cups_ros.features.cache import file_sha256
+from cups_ros.geometry.timing import repeated_milliseconds
 from cups_ros.model import NetworkConfig, PanopticTrackingNet, load_model, postprocess
 from cups_ros.runtime import (
     InferenceEngine,
@@ -66,14 +65,8 @@ def parse_frame_size(text: str) -> tuple[int, int]:
 
 def timed(run: Callable[[], object], repeats: int, warmup: int) -> dict[str, float]:
     """Median and min wall time in ms after the warm-up runs."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": statistics.median(times), "min_ms": min(times)}
+    median, minimum = repeated_milliseconds(run, repeats, warmup)
+    return {"median_ms": median, "min_ms": minimum}
 
 
 def parameter_counts(network: PanopticTrackingNet) -> dict[str, int]:

@@ -17,16 +17,15 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from cups_ros.core.files import write_json_atomic, write_png_atomic
 from cups_ros.eval.network import evaluate_network, evaluate_pseudo_labels
 from cups_ros.model.postprocess import PostProcessConfig
-from cups_ros.pseudo.pipeline import pseudo_class_colours
 from cups_ros.runtime.engines import BACKENDS, open_engine
 from cups_ros.runtime.predictor import Predictor
 from cups_ros.sim.dataset import SimSequence, load_split
+from cups_ros.train.run import class_overlay, prediction_overlay
 
 COLUMNS = ("PQ", "PQ_things", "PQ_stuff", "SQ", "RQ", "mIoU", "STQ", "AQ")
 
@@ -52,11 +51,10 @@ def montage(predictor: Predictor, sequences: list[SimSequence], rows: int = 3) -
     lines = []
     for sequence in sequences[:rows]:
         frame = sequence[len(sequence) // 2]
-        prediction = predictor(frame.left).prediction
-        predicted = cv2.addWeighted(frame.left, 0.4, pseudo_class_colours(prediction.semantic), 0.6, 0)
-        predicted[cv2.Canny((prediction.panoptic % 997).astype(np.uint8), 0, 1) > 0] = 255
-        truth = cv2.addWeighted(frame.left, 0.4, pseudo_class_colours(frame.semantic), 0.6, 0)
-        lines.append(np.concatenate([frame.left, predicted, truth], axis=1))
+        predicted = prediction_overlay(frame.left, predictor(frame.left).prediction)
+        lines.append(
+            np.concatenate([frame.left, predicted, class_overlay(frame.left, frame.semantic)], axis=1)
+        )
     return np.concatenate(lines, axis=0)
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from cups_ros.core.files import write_png_atomic
 from cups_ros.core.panoptic import IGNORE_CLASS, LABEL_DIVISOR, panoptic_from_rgb
 from cups_ros.eval.panoptic_quality import CITYSCAPES_NUM_TRAIN_IDS, CITYSCAPES_THING_TRAIN_IDS
+from cups_ros.geometry.reference import read_rgb
 from cups_ros.train.config import AugmentationConfig
 
 _log = logging.getLogger(__name__)
@@ -49,15 +50,8 @@ class LabelSet:
     source: str  # "pseudo_labels" or "ground_truth"
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise TrainingDataError(f"cannot read image {path} (missing or corrupt)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_panoptic_label(path: Path) -> np.ndarray:
-    return panoptic_from_rgb(_read_rgb(path))
+    return panoptic_from_rgb(read_rgb(path))
 
 
 def _left_images_of_bag(bag: Path, folder: Path, frames: int) -> None:
@@ -213,7 +207,7 @@ class PanopticFrames(Dataset):
         # A new draw on every call (epochs, workers), reproducible from the seed.
         entropy = [self.seed, item, self._calls, worker.id if worker else 0]
         rng = np.random.default_rng(entropy) if self.augment else None
-        image = _read_rgb(record.image_path)
+        image = read_rgb(record.image_path)
         panoptic = read_panoptic_label(record.label_path)
         if panoptic.shape != image.shape[:2]:
             raise TrainingDataError(

@@ -131,12 +131,12 @@ class PanopticTrainingModule(L.LightningModule):
         images, semantic, instance = batch["image"], batch["semantic"], batch["instance"]
         if self.stage == "self_train":
             semantic, instance = self._targets_from_teacher(images)
-        track_keys = [
-            {int(i): int(sequence) * 1000 + int(i) for i in torch.unique(instance[b]).tolist() if i}
-            for b, sequence in enumerate(batch["sequence"].tolist())
-        ]
-        if self.stage == "self_train":
-            track_keys = [{} for _ in track_keys]  # self-label ids are per image, not tracks
+            track_keys: list[dict[int, int]] = [{} for _ in range(images.shape[0])]  # ids per image only
+        else:  # pseudo-track ids: one key per (sequence, track) across the frames of the batch
+            track_keys = [
+                {int(i): int(sequence) * 1000 + int(i) for i in torch.unique(instance[b]).tolist() if i}
+                for b, sequence in enumerate(batch["sequence"].tolist())
+            ]
         sources = self._paste_sources(images, semantic, instance)
         images, semantic, instance, _ = paste_objects(
             images, semantic, instance, sources, self.train_config.copy_paste, self._rng

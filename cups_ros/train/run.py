@@ -24,7 +24,7 @@ from cups_ros.core.config import to_dict, write_config
 from cups_ros.core.files import write_png_atomic
 from cups_ros.model.model_file import load_model, read_model_file, save_model
 from cups_ros.model.network import PanopticTrackingNet
-from cups_ros.model.postprocess import postprocess
+from cups_ros.model.postprocess import PanopticPrediction, postprocess
 from cups_ros.train.config import TrainConfig
 from cups_ros.train.dataset import LabelSet, NearbyFramePairs, PanopticFrames
 from cups_ros.train.module import PanopticTrainingModule
@@ -186,7 +186,14 @@ def plot_losses(log_dir: Path, output: Path) -> None:
     temporary.replace(output)
 
 
-def _overlay(image: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def prediction_overlay(image: np.ndarray, prediction: PanopticPrediction) -> np.ndarray:
+    """The image under its pseudo-class colours, instance outlines in white (montages)."""
+    overlaid = class_overlay(image, prediction.semantic)
+    overlaid[cv2.Canny((prediction.panoptic % 997).astype(np.uint8), 0, 1) > 0] = 255
+    return overlaid
+
+
+def class_overlay(image: np.ndarray, classes: np.ndarray) -> np.ndarray:
     from cups_ros.pseudo.pipeline import pseudo_class_colours
 
     return cv2.addWeighted(image, 0.4, pseudo_class_colours(classes.astype(np.uint8)), 0.6, 0)
@@ -195,12 +202,13 @@ def _overlay(image: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def prediction_montage(network: PanopticTrackingNet, labels: LabelSet, count: int = 4) -> np.ndarray:
     """Image | label | prediction (instance outlines in white) for a few frames spread over the set."""
     from cups_ros.features.preprocessing import preprocess
-    from cups_ros.train.dataset import _read_rgb, read_panoptic_label
+    from cups_ros.geometry.reference import read_rgb
+    from cups_ros.train.dataset import read_panoptic_label
 
     config = network.config
     rows = []
     for record in labels.records[:: max(1, len(labels.records) // count)][:count]:
-        image = _read_rgb(record.image_path)
+        image = read_rgb(record.image_path)
         resized = cv2.resize(image, (config.input_width, config.input_height), interpolation=cv2.INTER_AREA)
         with torch.no_grad():
             outputs = network(preprocess(resized))
@@ -210,8 +218,9 @@ def prediction_montage(network: PanopticTrackingNet, labels: LabelSet, count: in
             resized.shape[1::-1],
             interpolation=cv2.INTER_NEAREST,
         )
-        edges = cv2.Canny((prediction.panoptic % 997).astype(np.uint8), 0, 1) > 0
-        predicted = _overlay(resized, prediction.semantic)
-        predicted[edges] = 255
-        rows.append(np.concatenate([resized, _overlay(resized, label), predicted], axis=1))
+        rows.append(
+            np.concatenate(
+                [resized, class_overlay(resized, label), prediction_overlay(resized, prediction)], axis=1
+            )
+        )
     return np.concatenate(rows, axis=0)

@@ -23,32 +23,27 @@ def tta_outputs(
     the size of ``images`` (B x H x W x 3 uint8)."""
     normalised = preprocess(images)
     height, width = normalised.shape[-2:]
-    probabilities = torch.zeros(0)
-    heatmap = torch.zeros(0)
-    offsets = torch.zeros(0)
-    count = 0
+    mirror_offsets = torch.tensor([-1.0, 1.0], device=images.device).view(1, 2, 1, 1)
+    passes: list[tuple[Tensor, Tensor, Tensor]] = []
     for scale in scales:
         size = patch_multiple_size(height, width, network.backbone.patch_size, scale)
         scaled = F.interpolate(normalised, size=size, mode="bilinear", align_corners=False, antialias=True)
         for flipped in (False, True) if flip else (False,):
             outputs = network(scaled.flip(-1) if flipped else scaled)
             up = upsample_outputs(NetworkOutputs(*(o.float() for o in outputs)), (height, width))
-            step_probabilities = torch.softmax(up.semantic_logits, dim=1)
-            step_heatmap, step_offsets = up.centre_heatmap, up.centre_offsets
+            probabilities = torch.softmax(up.semantic_logits, dim=1)
             if flipped:
-                step_probabilities = step_probabilities.flip(-1)
-                step_heatmap = step_heatmap.flip(-1)
-                step_offsets = step_offsets.flip(-1) * torch.tensor([-1.0, 1.0], device=images.device).view(
-                    1, 2, 1, 1
+                passes.append(
+                    (
+                        probabilities.flip(-1),
+                        up.centre_heatmap.flip(-1),
+                        up.centre_offsets.flip(-1) * mirror_offsets,
+                    )
                 )
-            if count == 0:
-                probabilities, heatmap, offsets = step_probabilities, step_heatmap, step_offsets
             else:
-                probabilities = probabilities + step_probabilities
-                heatmap = heatmap + step_heatmap
-                offsets = offsets + step_offsets
-            count += 1
-    return probabilities / count, heatmap / count, offsets / count
+                passes.append((probabilities, up.centre_heatmap, up.centre_offsets))
+    probabilities, heatmap, offsets = (torch.stack(parts).mean(dim=0) for parts in zip(*passes, strict=True))
+    return probabilities, heatmap, offsets
 
 
 @torch.no_grad()
