@@ -1,0 +1,1 @@
+"""Online learning on the vehicle: pseudo-label buffer, continued self-training, model promotion."""
