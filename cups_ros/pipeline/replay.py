@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cups_ros.core.files import atomic_path, write_json_atomic
+from cups_ros.core.frame import StereoFrame
 from cups_ros.io.bag import BagWriter, StereoBagReader, StereoInputConfig
 from cups_ros.io.messages import (
     DETECTION2D_ARRAY,
@@ -28,7 +29,14 @@ from cups_ros.io.messages import (
     detection2d_array_message,
     label_info_message,
 )
-from cups_ros.pipeline.perception import PerceptionConfig, PerceptionInputError, PerceptionPipeline
+from cups_ros.online.learning import ReplayOnlineLearning
+from cups_ros.pipeline.perception import (
+    ModelLoadError,
+    PerceptionConfig,
+    PerceptionInputError,
+    PerceptionPipeline,
+    load_engine,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +52,9 @@ class ReplayReport:
     """What the bag reader skipped before pairing (sync report), per reason."""
     stage_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     """Median per stage over the published frames."""
+    models: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Each model served, from which input frame on (online learning swaps models mid-drive)."""
+    online_learning: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "dropped": dict(self.dropped)}
@@ -69,12 +80,17 @@ def replay_bag(
     video: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    online: ReplayOnlineLearning | None = None,
 ) -> ReplayReport:
-    """Runs the pipeline over every stereo frame of ``input_bag`` and writes ``output_bag``."""
+    """Runs the pipeline over every stereo frame of ``input_bag`` and writes ``output_bag``.
+
+    With ``online``, every frame also goes to online learning, and a promoted model serves from the
+    next frame on (the served model's runtime is ``config.model.backend``)."""
     reader = StereoBagReader(input_bag, input_config)
     pipeline = PerceptionPipeline(config)
     topics = output_topics(namespace)
     report = ReplayReport(str(input_bag), str(output_bag))
+    report.models.append({"from_frame": 0, "model": pipeline.model_name, "version": None})
     timings: dict[str, list[float]] = collections.defaultdict(list)
     video_context = atomic_path(video) if video is not None else None
     video_path = video_context.__enter__() if video_context is not None else None
@@ -96,6 +112,9 @@ def replay_bag(
                     report.dropped[error.reason] += 1
                     _log.warning("frame %d dropped: %s", frame.index, error)
                     continue
+                finally:
+                    if online is not None:
+                        _learn_from(online, frame, pipeline, config, report)
                 stamp, frame_id = result.stamp_ns, result.frame_id
                 if not label_info_written:
                     bag.write(
@@ -143,7 +162,33 @@ def replay_bag(
             video_context.__exit__(RuntimeError, RuntimeError("replay failed"), None)
     report.unpaired = dict(reader.report.skipped)
     report.stage_ms = {stage: float(np.median(values)) for stage, values in timings.items()}
+    if online is not None:
+        report.online_learning = dataclasses.asdict(online.report)
     return report
+
+
+def _learn_from(
+    online: ReplayOnlineLearning,
+    frame: StereoFrame,
+    pipeline: PerceptionPipeline,
+    config: PerceptionConfig,
+    report: ReplayReport,
+) -> None:
+    """One frame to online learning; a promoted version replaces the pipeline's engine."""
+    version = online.after_frame(frame)
+    if version is None:
+        return
+    path = online.serving_path(config.model.backend)
+    if path is None:
+        return
+    try:
+        engine = load_engine(dataclasses.replace(config.model, path=path))
+    except ModelLoadError as error:  # the gate passed it, but it does not load here: keep serving
+        _log.error("promoted version %d not served: %s", version.version, error)
+        return
+    name = f"v{version.version} {Path(path).name} ({engine.name})"
+    pipeline.replace_engine(engine, name).close()
+    report.models.append({"from_frame": frame.index + 1, "model": name, "version": version.version})
 
 
 def register(subparsers: Any) -> None:
@@ -161,6 +206,24 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--video", type=Path, default=None, help="MP4 of the panoptic overlay")
     replay.add_argument("--overwrite", action="store_true")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    online = replay.add_argument_group("online learning (pseudo-labelling + continued training on the drive)")
+    online.add_argument(
+        "--online-learning", action="store_true", help="learn while replaying, swap promoted models in"
+    )
+    online.add_argument(
+        "--online-config", type=Path, default=None, help="config/online_learning.yaml (node form)"
+    )
+    online.add_argument(
+        "--online-dir",
+        type=Path,
+        default=None,
+        help="buffer and model store here (default: OUT_BAG.online/); a second run continues them",
+    )
+    online.add_argument("--fit", type=Path, default=None, help="pseudo-label fit folder (labeller.fit)")
+    online.add_argument(
+        "--round-every", type=int, default=4, help="a training round after every N new pseudo-labels"
+    )
+    online.add_argument("--online-set", action="append", default=[], help="online config key=value")
     replay.set_defaults(run=run_replay)
 
 
@@ -171,6 +234,7 @@ def run_replay(args: Any) -> int:
     node_config = load_config(PerceptionNodeConfig, args.config) if args.config else PerceptionNodeConfig()
     model = dataclasses.replace(node_config.perception.model, path=str(args.model), backend=args.backend)
     config = dataclasses.replace(node_config.perception, model=model)
+    online = _online_learning(args) if args.online_learning else None
     report = replay_bag(
         args.input_bag,
         args.output_bag,
@@ -179,10 +243,40 @@ def run_replay(args: Any) -> int:
         video=args.video,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        online=online,
     )
     write_json_atomic(Path(str(args.output_bag).rstrip("/") + ".replay.json"), report.to_json())
     dropped = dict(report.dropped) or "none"
     print(f"{report.frames_in} frames in, {report.published} published, dropped {dropped}")
     print(f"unpaired in the input bag: {report.unpaired or 'none'}")
     print("median ms per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_ms.items()))
+    if online is not None:
+        learned = online.report
+        print(
+            f"online learning: {learned.labelled} pseudo-labelled frames, {len(learned.rounds)} rounds, "
+            f"{learned.promotions} promotions; models served: "
+            + ", ".join(f"{m['model']} from frame {m['from_frame']}" for m in report.models)
+        )
     return 0
+
+
+def _online_learning(args: Any) -> ReplayOnlineLearning:
+    from cups_ros.core.config import apply_overrides, load_config
+    from cups_ros.online.learning import OnlineLearningConfig
+
+    config = (
+        load_config(OnlineLearningConfig, args.online_config)
+        if args.online_config
+        else OnlineLearningConfig()
+    )
+    folder = args.online_dir or Path(str(args.output_bag).rstrip("/") + ".online")
+    values: dict[str, Any] = {
+        "buffer_dir": str(folder / "buffer"),
+        "store_dir": str(folder / "models"),
+        "initial_model": str(args.model),
+    }
+    config = dataclasses.replace(config, **values)
+    if args.fit is not None:
+        config = dataclasses.replace(config, labeller=dataclasses.replace(config.labeller, fit=str(args.fit)))
+    config = apply_overrides(OnlineLearningConfig, config, args.online_set)
+    return ReplayOnlineLearning(config, round_every=args.round_every)
