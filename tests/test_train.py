@@ -181,6 +181,34 @@ def test_self_labels_keep_confident_pixels_per_class_and_confident_instances() -
     assert int(instance.max()) == 0 and (semantic[0, 16:40, 16:40] == IGNORE_CLASS).all()
 
 
+def two_objects(peaks: tuple[float, float]) -> FixedTeacher:
+    logits = torch.zeros(1, 2, 16, 32)
+    logits[0, 0] = 4.0
+    logits[0, 1, 4:12, 2:10] = 9.0  # two things of class 1, apart
+    logits[0, 1, 4:12, 20:28] = 9.0
+    heatmap = torch.zeros(1, 1, 16, 32)
+    heatmap[0, 0, 8, 6], heatmap[0, 0, 8, 24] = peaks
+    return FixedTeacher(logits, heatmap)
+
+
+def test_relative_instance_scores_keep_the_best_of_each_class_and_those_close_to_it() -> None:
+    images = torch.zeros(1, 56, 112, 3, dtype=torch.uint8)
+    grouping = PostProcessConfig(nms_kernel=3, min_instance_area=4, centre_threshold=0.05)
+    arguments = dict(thing_classes=[1], scales=[1.0], flip=False, postprocess=grouping, semantic_factor=0.5)
+
+    def kept(peaks: tuple[float, float], relative: bool) -> int:
+        _, instance = self_labels(
+            two_objects(peaks), images, instance_score=0.7, instance_score_relative=relative, **arguments
+        )
+        return int(instance.max())
+
+    # Scores are centre peak x class probability (~1 here): 0.3 and 0.25 -> 0.25 >= 0.7 x 0.3.
+    assert kept((0.3, 0.25), relative=True) == 2
+    assert kept((0.3, 0.25), relative=False) == 0  # CUPS's absolute 0.7 keeps neither
+    assert kept((0.3, 0.1), relative=True) == 1  # 0.1 < 0.7 x 0.3
+    assert kept((1.0, 0.95), relative=False) == 2  # (bilinear upsampling lowers a one-cell peak a little)
+
+
 def test_tta_averages_flipped_passes_with_their_offsets_mirrored() -> None:
     images = torch.zeros(1, 56, 112, 3, dtype=torch.uint8)
     _, _, offsets = tta_outputs(teacher_maps(0.9), images, [1.0], flip=False)

@@ -106,6 +106,11 @@ class SelfTrainConfig:
     tta_scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0])
     tta_flip: bool = True
     instance_score: float = 0.7
+    instance_score_relative: bool = True
+    """Keep an instance when its score >= instance_score x the best of its class in the image. CUPS's
+    absolute 0.7 is for Mask R-CNN class scores; the bottom-up score (centre peak x class probability)
+    sits far lower (bootstrap model on train frames: median 0.08, none >= 0.7), so an absolute 0.7
+    would keep no instance and self-training would unlearn them."""
     semantic_factor: float = 0.5
     """A pixel keeps its self-label if its score > factor x its class's maximum in the image."""
     pair_gap: int = 2

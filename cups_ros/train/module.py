@@ -82,6 +82,7 @@ class PanopticTrainingModule(L.LightningModule):
             config.instance_score,
             config.semantic_factor,
             self.train_config.postprocess,
+            config.instance_score_relative,
         )
 
     def _paste_sources(self, images: Tensor, semantic: Tensor, instance: Tensor) -> list[PasteObject]:

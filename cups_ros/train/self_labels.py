@@ -56,9 +56,14 @@ def self_labels(
     instance_score: float,
     semantic_factor: float,
     postprocess: PostProcessConfig,
+    instance_score_relative: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(semantic B x H x W, instance B x H x W) self-labels; IGNORE_CLASS where not confident, and on
-    thing pixels outside a kept instance (as in the pseudo-labels)."""
+    thing pixels outside a kept instance (as in the pseudo-labels).
+
+    instance_score_relative: an instance is kept when its score reaches ``instance_score`` times the
+    best score of its class in the image (the semantic rule's form) instead of ``instance_score``
+    itself."""
     probabilities, heatmap, offsets = tta_outputs(teacher, images, scales, flip)
     semantic_labels, instance_labels = [], []
     thing_lookup = torch.zeros(probabilities.shape[1], dtype=torch.bool, device=images.device)
@@ -76,8 +81,14 @@ def self_labels(
             keep |= in_class & (dense.semantic_confidence > semantic_factor * best)
         instance = torch.zeros_like(dense.instance)
         next_id = 1
+        best_of_class: dict[int, float] = {}
+        for class_id, score in zip(dense.classes.tolist(), dense.scores.tolist(), strict=True):
+            best_of_class[class_id] = max(score, best_of_class.get(class_id, 0.0))
         for position in range(len(dense.classes)):
-            if float(dense.scores[position]) < instance_score:
+            threshold = instance_score
+            if instance_score_relative:
+                threshold *= best_of_class[int(dense.classes[position])]
+            if float(dense.scores[position]) < threshold:
                 continue
             mask = dense.instance == position + 1
             instance[mask] = next_id
