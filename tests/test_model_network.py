@@ -79,3 +79,25 @@ def test_model_file_round_trip_and_clear_errors(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ModelFileError, match="is not a"):
         load_model(other)
+
+
+def test_a_model_file_can_reference_its_frozen_backbone_instead_of_carrying_it(tmp_path: Path) -> None:
+    from cups_ros.model.model_file import read_model_file
+
+    network = PanopticTrackingNet.with_pretrained_backbone(NetworkConfig(thing_classes=[1], num_classes=4))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in network.heads.parameters():
+            parameter.normal_(0, 0.1)
+    full, light = tmp_path / "full.pt", tmp_path / "light.pt"
+    save_model(network, full)
+    save_model(network, light, backbone="reference")
+    assert light.stat().st_size < full.stat().st_size / 10  # heads only: ~5 MB instead of ~93 MB
+    loaded = load_model(light)
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    state = read_model_file(light)
+    state["backbone_reference"]["sha256"] = "0" * 64  # trained on other backbone weights
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="backbone weights"):
+        load_model(tmp_path / "other.pt")
