@@ -57,6 +57,8 @@ setup(
         "console_scripts": [
             "cups-ros = cups_ros.cli:main",
             "perception_node = cups_ros.ros.perception_node:main",
+            "pseudo_label_node = cups_ros.ros.pseudo_label_node:main",
+            "self_training_node = cups_ros.ros.self_training_node:main",
         ],
     },
 )

@@ -18,11 +18,12 @@ from __future__ import annotations
 import collections
 import datetime
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cups_ros.core.config import ConfigError
 from cups_ros.core.frame import StereoFrame
@@ -52,6 +53,9 @@ class OnlineLearningConfig:
     """Model file served before the store has any version (the bootstrap model)."""
     reset_after_rejections: int = 3
     """After this many rejected candidates in a row, training restarts from the served model."""
+    cpu_priority: Literal["idle", "low", "normal"] = "idle"
+    """Scheduling of the learning processes: idle (SCHED_IDLE: only CPU time perception leaves
+    unused), low (nice 19) or normal. Perception's frame rate comes first."""
     labeller: OnlineLabelConfig = field(default_factory=OnlineLabelConfig)
     buffer: ReplayBufferConfig = field(default_factory=ReplayBufferConfig)
     training: ContinualTrainingConfig = field(default_factory=ContinualTrainingConfig)
@@ -62,6 +66,24 @@ class OnlineLearningConfig:
     def __post_init__(self) -> None:
         if self.reset_after_rejections < 1:
             raise ConfigError(f"reset_after_rejections must be >= 1, got {self.reset_after_rejections}")
+
+
+def lower_cpu_priority(priority: str) -> str:
+    """Applies ``cpu_priority`` to the calling process (Linux; elsewhere nice where it exists)."""
+    if priority == "normal":
+        return "normal"
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle (SCHED_IDLE)"
+        except OSError as error:
+            _log.warning("SCHED_IDLE not allowed (%s): nice 19 instead", error)
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError as error:
+        _log.warning("could not lower the CPU priority: %s", error)
+        return "normal"
+    return "low (nice 19)"
 
 
 def _now() -> str:

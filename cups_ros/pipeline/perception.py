@@ -175,7 +175,7 @@ class SynchronizerConfig:
             raise ConfigError(f"sync.slop must lie in (0, 1) s, got {self.slop}")
 
 
-def _default_node_topics() -> StereoTopics:
+def default_node_topics() -> StereoTopics:
     return StereoTopics(
         left_image="left/image_rect",
         right_image="right/image_rect",
@@ -188,7 +188,7 @@ def _default_node_topics() -> StereoTopics:
 class PerceptionNodeConfig:
     """The perception node's parameters (config/perception.yaml): inputs, outputs, pipeline."""
 
-    topics: StereoTopics = field(default_factory=_default_node_topics)
+    topics: StereoTopics = field(default_factory=default_node_topics)
     """Relative names resolve under the node's namespace, as the outputs do."""
     input_qos: QosConfig = field(default_factory=QosConfig)
     output_qos: QosConfig = field(default_factory=lambda: QosConfig(reliability="reliable", depth=5))
@@ -198,9 +198,16 @@ class PerceptionNodeConfig:
     """Seconds between /diagnostics messages (node clock: sim time under use_sim_time)."""
     log_throttle: float = 5.0
     """Seconds between repeated warnings about bad input."""
+    model_store: str = ""
+    """Online learning's model store folder: serve its current version and swap to each newly
+    promoted one (perception.model.path is then only the model until the store has one); "" off."""
+    model_store_poll: float = 2.0
+    """Seconds between looks at the store's current pointer."""
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
     def __post_init__(self) -> None:
+        if self.model_store_poll <= 0.0:
+            raise ConfigError(f"model_store_poll must be > 0 s, got {self.model_store_poll}")
         if len(set(self.topics.all())) != 4:
             raise ConfigError(f"the four input topics must differ, got {self.topics}")
         if self.diagnostics_period <= 0.0:

@@ -16,13 +16,20 @@ left image; ``use_sim_time`` only changes the node clock (diagnostics, rates, th
 Parameters are the fields of ``PerceptionNodeConfig`` (config/perception.yaml, dotted names); the
 model (``perception.model.path`` / ``.backend``) can be changed while running (``ros2 param set``):
 the new one loads in the background and the old one keeps running if it fails.
+
+Online learning (``model_store``: the self-training node's ``online.store_dir``): the node serves the
+store's current version instead of perception.model.path, looks at the store's current pointer every
+``model_store_poll`` seconds and swaps to each newly promoted version the same way, without dropping
+a frame. A version that fails to load or to run is logged, never tried again, and the previous model
+keeps running (the node's rollback; the store itself is only read here).
 """
 
 from __future__ import annotations
 
-import array
 import collections
+import dataclasses
 import threading
+from pathlib import Path
 from typing import Any
 
 import message_filters
@@ -32,7 +39,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -44,6 +50,7 @@ from cups_ros.io.messages import (
     header_message,
     label_info_message,
 )
+from cups_ros.online.store import ModelStore, ModelVersion
 from cups_ros.pipeline.perception import (
     AsyncPerception,
     EngineLoader,
@@ -52,28 +59,14 @@ from cups_ros.pipeline.perception import (
     PerceptionFailure,
     PerceptionNodeConfig,
     PerceptionResult,
-    QosConfig,
     load_engine,
 )
+from cups_ros.ros.common import latched_qos, plain_parameter_value, qos_profile
+
+__all__ = ["MODEL_PARAMETERS", "NODE_NAME", "PerceptionNode", "main", "qos_profile"]
 
 NODE_NAME = "perception"
 MODEL_PARAMETERS = ("perception.model.path", "perception.model.backend")
-_RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-
-
-def qos_profile(config: QosConfig, durability: DurabilityPolicy = DurabilityPolicy.VOLATILE) -> QoSProfile:
-    """KEEP_LAST QoS from the config (the input default equals qos_profile_sensor_data)."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=config.depth,
-        reliability=_RELIABILITY[config.reliability],
-        durability=durability,
-    )
-
-
-def _plain(value: Any) -> Any:
-    """Parameter values as the typed config reads them (rclpy may hand arrays as array.array)."""
-    return list(value) if isinstance(value, array.array | tuple) else value
 
 
 class _RateMeter:
@@ -120,17 +113,30 @@ class PerceptionNode(Node):
         }
         if self.config.perception.depth.enabled:
             self._outputs["depth"] = self.create_publisher(Image, "depth", output_qos)
-        latched = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        self._label_info_publisher = self.create_publisher(LabelInfo, "label_info", latched)
+        self._label_info_publisher = self.create_publisher(LabelInfo, "label_info", latched_qos())
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
+        # Following online learning's model store (model_store): guarded by _store_lock, since the
+        # poll timer (executor) and model events (loader thread) both use it.
+        self._store_lock = threading.Lock()
+        self._model_store: ModelStore | None = None
+        self._store_version: int | None = None
+        """The store version last loaded (the poll swaps only to a different one)."""
+        self._store_path = ""
+        self._pending_store_swap: tuple[int, str] | None = None
+        self._failed_store_versions: dict[int, str] = {}
+        self._last_swap = ""
+        perception_config = self.config.perception
+        if self.config.model_store:
+            found = self._store_current()
+            if found is not None and found[1]:
+                version, path = found
+                model = dataclasses.replace(perception_config.model, path=path)
+                perception_config = dataclasses.replace(perception_config, model=model)
+                self._pending_store_swap = (version.version, path)
+
         self.perception = AsyncPerception(
-            self.config.perception,
+            perception_config,
             self._on_result,
             on_error=self._on_failure,
             on_model_event=self._on_model_event,
@@ -156,9 +162,14 @@ class PerceptionNode(Node):
         )
         self._synchronizer.registerCallback(self._on_stereo)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
+        if self.config.model_store:
+            self._model_store_timer = self.create_timer(self.config.model_store_poll, self._poll_model_store)
+        following = (
+            f"; following the model store {self.config.model_store}" if self.config.model_store else ""
+        )
         self.get_logger().info(
             f"perception node up: inputs {', '.join(topics.all())} (sync slop {self.config.sync.slop} s); "
-            f"model {self.config.perception.model.path or '(none configured)'}"
+            f"model {perception_config.model.path or '(none configured)'}{following}"
         )
 
     # --- parameters ---
@@ -168,7 +179,7 @@ class PerceptionNode(Node):
         and validates the result once; an invalid configuration stops the node with the key named."""
         defaults = to_ros_parameters(PerceptionNodeConfig())
         declared = self.declare_parameters("", list(defaults.items()))
-        values = {parameter.name: _plain(parameter.value) for parameter in declared}
+        values = {parameter.name: plain_parameter_value(parameter.value) for parameter in declared}
         try:
             return from_ros_parameters(PerceptionNodeConfig, values)
         except (ConfigError, ValueError) as error:
@@ -248,11 +259,118 @@ class PerceptionNode(Node):
             self._label_info_publisher.publish(message)
 
     def _on_model_event(self, event: ModelEvent) -> None:
+        """Loader thread: a load or swap finished (on failure the previous model is still running)."""
+        store_version = self._settle_store_swap(event)
         if event.succeeded:
             self.get_logger().info(f"model in use: {event.model_name}")
             self._publish_label_info(list(event.class_names))
+        elif store_version is not None:
+            self.get_logger().error(
+                f"model store version {store_version} ({event.path}, {event.backend}) not used: "
+                f"{event.message}; it is not tried again"
+            )
+            self._fall_back_to_configured_model()
         else:
             self.get_logger().error(f"model {event.path} ({event.backend}) not loaded: {event.message}")
+
+    # --- the model store (online learning's promoted models) ---
+
+    def _open_store(self) -> ModelStore | None:
+        """The store once its folder exists (the self-training node creates it; a reader never does)."""
+        if self._model_store is None:
+            root = Path(self.config.model_store)
+            if not root.is_dir():
+                return None
+            try:
+                self._model_store = ModelStore(root)
+            except OSError as error:
+                self.get_logger().warn(
+                    f"model store {root} cannot be opened: {error}",
+                    throttle_duration_sec=self.config.log_throttle,
+                )
+                return None
+        return self._model_store
+
+    def _store_current(self) -> tuple[ModelVersion, str] | None:
+        """The store's current version and its file for the backend in use ("": the version has none);
+        None while there is no store or no version, or when the pointer moved between the two reads."""
+        store = self._open_store()
+        if store is None:
+            return None
+        try:
+            version = store.current()
+            if version is None:
+                return None
+            path = store.serving_path(self._model.backend)
+        except (OSError, ValueError) as error:
+            self.get_logger().warn(
+                f"model store {store.root} unreadable: {error}",
+                throttle_duration_sec=self.config.log_throttle,
+            )
+            return None
+        if path is None:
+            return version, ""
+        if Path(path).parent != version.folder:
+            return None  # a promotion between current() and serving_path(): the next poll sees it
+        return version, path
+
+    def _poll_model_store(self) -> None:
+        """Timer: swap to a newly current store version (the old model runs until the new one works)."""
+        with self._store_lock:
+            if self._pending_store_swap is not None:
+                return
+        found = self._store_current()
+        if found is None:
+            return
+        version, path = found
+        number, backend = version.version, self._model.backend
+        missing = "" if path else f"it has no model file for the {backend} backend"
+        with self._store_lock:
+            if number == self._store_version or number in self._failed_store_versions:
+                return
+            if missing:
+                self._failed_store_versions[number] = missing
+                self._last_swap = f"store version {number}: not used, {missing}"
+            else:
+                self._pending_store_swap = (number, path)
+        if missing:
+            self.get_logger().error(
+                f"model store version {number} not used: {missing}; it is not tried again"
+            )
+            return
+        self.get_logger().info(
+            f"model store version {number} is current: swapping to {path}; the current model keeps running"
+        )
+        self.perception.swap_model(path, backend)
+
+    def _settle_store_swap(self, event: ModelEvent) -> int | None:
+        """Books a finished load: the store version it was, or None for a model given by parameter."""
+        with self._store_lock:
+            pending = self._pending_store_swap
+            if pending is None or event.path != pending[1]:
+                self._last_swap = (
+                    f"{event.path}: {'in use' if event.succeeded else 'failed, previous model kept'}"
+                    + ("" if event.succeeded else f" ({event.message})")
+                )
+                return None
+            number = pending[0]
+            self._pending_store_swap = None
+            if event.succeeded:
+                self._store_version, self._store_path = number, event.path
+                self._last_swap = f"store version {number}: in use"
+            else:
+                self._failed_store_versions[number] = event.message
+                self._last_swap = f"store version {number}: failed, not tried again ({event.message})"
+            return number
+
+    def _fall_back_to_configured_model(self) -> None:
+        """A store version failed with nothing running (at start): serve perception.model.path."""
+        if self.perception.model_name or not self._model.path:
+            return
+        self.get_logger().warn(
+            f"serving perception.model.path {self._model.path} until the store has a good model"
+        )
+        self.perception.swap_model(self._model.path, self._model.backend)
 
     # --- diagnostics (timer) ---
 
@@ -296,6 +414,9 @@ class PerceptionNode(Node):
             "rejected frames": str(stats.errors_total),
             **{f"rejected: {reason}": str(count) for reason, count in sorted(stats.errors.items())},
             "last rejection": self._last_failure,
+            "model in use": stats.model_path if stats.model_name else "none",
+            "last model swap": self._last_swap,
+            **self._store_diagnostics(stats.model_path if stats.model_name else ""),
         }
         status = DiagnosticStatus(
             level=level,
@@ -307,6 +428,22 @@ class PerceptionNode(Node):
         self._diagnostics_publisher.publish(
             DiagnosticArray(header=header_message(now, "", self._types), status=[status])
         )
+
+    def _store_diagnostics(self, path_in_use: str) -> dict[str, str]:
+        if not self.config.model_store:
+            return {"model store": "off"}
+        with self._store_lock:
+            serving = (
+                self._store_version
+                if self._store_version is not None and path_in_use == self._store_path
+                else None
+            )
+            failed = sorted(self._failed_store_versions)
+        return {
+            "model store": self.config.model_store,
+            "model store version": str(serving) if serving is not None else "none",
+            "failed store versions": ", ".join(str(number) for number in failed),
+        }
 
     def destroy_node(self) -> None:
         self.perception.stop()
