@@ -156,6 +156,8 @@ def unit(*values: float) -> np.ndarray:
         ("embedding_momentum", 1.0),
         ("max_age", -1),
         ("max_cost", 0.0),
+        ("full_resolution_area", -1),
+        ("position_weight", 0.0),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -> None:
@@ -256,6 +258,73 @@ def test_class_gating() -> None:
     assert ids_of(ungated, "object") == [1] * 6
     (track,) = tracker.tracks
     assert track.class_id == CAR  # majority of its detections: 4 car, 2 person
+
+
+def test_thin_people_crossing_keep_their_ids_with_flow() -> None:
+    """3 px wide: at 1/4 resolution their masks are a column of pixels or nothing, and their boxes,
+    moved by those, swap them where they meet; their own pixels, at full resolution through the
+    flow, do not."""
+    frames = []
+    for k in range(12):
+        right, left = 40 + 3 * k, 80 - 3 * k
+        frames.append(
+            [
+                Thing("right", PERSON, (right, 40, right + 2, 53), motion=(3, 0)),
+                Thing("left", PERSON, (left, 41, left + 2, 54), motion=(-3, 0)),  # in front
+            ]
+        )
+    for flow in (True, False):
+        history = run(MultiObjectTracker(), frames, flow)
+        assert ids_of(history, "right") == [1] * 12 and ids_of(history, "left") == [2] * 12, flow
+
+
+def test_a_slight_mask_overlap_does_not_swap_neighbours_that_their_positions_tell_apart() -> None:
+    """A camera jerk moves two people standing side by side left, the nearer one (a) further. a's mask
+    misses its detection but overlaps b's more than b's own (slightly) does: mask pairs first, then
+    positions for the rest, gave a's id to b and a a new one; one assignment over both keeps them."""
+
+    def pair(a_left: int, b_left: int) -> list[Thing]:
+        return [
+            Thing("a", PERSON, (a_left, 30, a_left + 23, 77)),
+            Thing("b", PERSON, (b_left, 30, b_left + 23, 77)),
+        ]
+
+    frames = [pair(72, 101)] * 3 + [pair(43, 86)] * 2
+    history = run(MultiObjectTracker(), frames)
+    assert ids_of(history, "a") == [1] * 5 and ids_of(history, "b") == [2] * 5
+
+
+def test_a_track_that_left_the_image_is_not_continued_by_an_object_entering_there() -> None:
+    """A car drives out on the left, the image border cutting its box ever shorter (its centre moves
+    at half the car's speed, its right edge at the car's); a car driving in there next frame gets a
+    new id, not the one of the track that left."""
+    leaving = [[Thing("old", CAR, (16 - 4 * k, 40, 35 - 4 * k, 55), motion=(-4, 0))] for k in range(9)]
+    entering = [[Thing("new", CAR, (-14 + 4 * k, 42, 5 + 4 * k, 57), motion=(4, 0))] for k in range(4)]
+    tracker = MultiObjectTracker()
+    history = run(tracker, [*leaving, [], *entering])
+    assert ids_of(history, "old") == [1] * 9 and ids_of(history, "new") == [2] * 4
+    assert [track.track_id for track in tracker.tracks] == [2]  # the one that left was removed
+
+
+@pytest.mark.parametrize("flow", [True, False])
+def test_a_track_hidden_by_an_occluder_moves_on_at_the_speed_the_flow_measured(flow: bool) -> None:
+    """A car at 8 px a frame drives behind something that hides ever more of its front: its visible
+    box grows shorter and its centre slows to 4 px a frame, but its pixels, by the flow, keep 8. Once
+    hidden, the lost track moves on at 8 px a frame with flow (only the box centre's slowing speed
+    without)."""
+    frames = [[Thing("car", CAR, (4 + 8 * k, 40, min(63 + 8 * k, 99), 59), motion=(8, 0))] for k in range(10)]
+    tracker = MultiObjectTracker()
+    lefts = []
+    for index, things in enumerate([*frames, [], [], []]):
+        prediction, _ = render(things, seed=index)
+        tracker.update(prediction, exact_flow(things) if flow and index else None, index)
+        (track,) = tracker.tracks
+        lefts.append(track.box[0])
+    steps = np.diff(lefts[-3:])  # lost since frame 10
+    if flow:
+        np.testing.assert_allclose(steps, [8.0, 8.0])
+    else:
+        assert all(4.0 < step < 5.0 for step in steps)
 
 
 # --- life cycle and ids ------------------------------------------------------------------------------
