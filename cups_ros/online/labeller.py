@@ -9,6 +9,7 @@ flow to each other); continued training uses no tracking loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -115,8 +116,6 @@ class OnlineLabeller:
         self.config = config
         pseudo_config = fit.config
         if config.motion_runs:
-            import dataclasses
-
             pseudo_config = dataclasses.replace(
                 pseudo_config,
                 motion=dataclasses.replace(pseudo_config.motion, ensemble_runs=config.motion_runs),

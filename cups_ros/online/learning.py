@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -126,7 +127,7 @@ class LabellingStats:
     last_label_seconds: float = 0.0
 
 
-LabelCallback = Any  # Callable[[OnlinePseudoLabel], None]
+LabelCallback = Callable[[OnlinePseudoLabel], None]
 
 
 class AsyncPseudoLabelling:
