@@ -106,3 +106,54 @@ def spin_node(make_node: Callable[[], Node], args: list[str] | None = None) -> i
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def subscribe_stereo(
+    node: Node,
+    topics: Any,
+    input_qos: QosConfig,
+    sync: Any,
+    on_input: Callable[[Any, str], None],
+    on_stereo: Callable[..., None],
+) -> tuple[list[Any], Any]:
+    """Left/right Image + CameraInfo through one ApproximateTimeSynchronizer; ``on_input`` counts
+    every message by input name (before pairing), ``on_stereo`` gets each matched set."""
+    import message_filters
+    from sensor_msgs.msg import CameraInfo, Image
+
+    profile = qos_profile(input_qos)
+    filters = [
+        message_filters.Subscriber(node, Image, topics.left_image, qos_profile=profile),
+        message_filters.Subscriber(node, CameraInfo, topics.left_info, qos_profile=profile),
+        message_filters.Subscriber(node, Image, topics.right_image, qos_profile=profile),
+        message_filters.Subscriber(node, CameraInfo, topics.right_info, qos_profile=profile),
+    ]
+    for subscriber, name in zip(
+        filters, ("left image", "left info", "right image", "right info"), strict=True
+    ):
+        subscriber.registerCallback(on_input, name)
+    synchronizer = message_filters.ApproximateTimeSynchronizer(filters, sync.queue_size, sync.slop)
+    synchronizer.registerCallback(on_stereo)
+    return filters, synchronizer
+
+
+def publish_diagnostic(
+    node: Node,
+    publisher: Any,
+    header: Any,
+    task: str,
+    level: Any,
+    message: str,
+    values: dict[str, str],
+) -> None:
+    """One DiagnosticStatus named "<node>: <task>" in a DiagnosticArray on /diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    status = DiagnosticStatus(
+        level=level,
+        name=f"{node.get_name()}: {task}",
+        message=message,
+        hardware_id=node.get_fully_qualified_name(),
+        values=[KeyValue(key=key, value=value) for key, value in values.items()],
+    )
+    publisher.publish(DiagnosticArray(header=header, status=[status]))

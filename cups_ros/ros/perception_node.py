@@ -32,14 +32,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import message_filters
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from cups_ros.core.config import ConfigError, from_dict, from_ros_parameters, to_dict, to_ros_parameters
@@ -61,7 +60,13 @@ from cups_ros.pipeline.perception import (
     PerceptionResult,
     load_engine,
 )
-from cups_ros.ros.common import latched_qos, plain_parameter_value, qos_profile
+from cups_ros.ros.common import (
+    latched_qos,
+    plain_parameter_value,
+    publish_diagnostic,
+    qos_profile,
+    subscribe_stereo,
+)
 
 __all__ = ["MODEL_PARAMETERS", "NODE_NAME", "PerceptionNode", "main", "qos_profile"]
 
@@ -146,21 +151,9 @@ class PerceptionNode(Node):
         self.perception.start()
 
         topics = self.config.topics
-        input_qos = qos_profile(self.config.input_qos)
-        self._filters = [
-            message_filters.Subscriber(self, Image, topics.left_image, qos_profile=input_qos),
-            message_filters.Subscriber(self, CameraInfo, topics.left_info, qos_profile=input_qos),
-            message_filters.Subscriber(self, Image, topics.right_image, qos_profile=input_qos),
-            message_filters.Subscriber(self, CameraInfo, topics.right_info, qos_profile=input_qos),
-        ]
-        for subscriber, name in zip(
-            self._filters, ("left image", "left info", "right image", "right info"), strict=True
-        ):
-            subscriber.registerCallback(self._count_input, name)
-        self._synchronizer = message_filters.ApproximateTimeSynchronizer(
-            self._filters, self.config.sync.queue_size, self.config.sync.slop
+        self._filters, self._synchronizer = subscribe_stereo(
+            self, topics, self.config.input_qos, self.config.sync, self._count_input, self._on_stereo
         )
-        self._synchronizer.registerCallback(self._on_stereo)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
         if self.config.model_store:
             self._model_store_timer = self.create_timer(self.config.model_store_poll, self._poll_model_store)
@@ -418,15 +411,14 @@ class PerceptionNode(Node):
             "last model swap": self._last_swap,
             **self._store_diagnostics(stats.model_path if stats.model_name else ""),
         }
-        status = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: perception",
-            message=message,
-            hardware_id=self.get_fully_qualified_name(),
-            values=[KeyValue(key=key, value=value) for key, value in values.items()],
-        )
-        self._diagnostics_publisher.publish(
-            DiagnosticArray(header=header_message(now, "", self._types), status=[status])
+        publish_diagnostic(
+            self,
+            self._diagnostics_publisher,
+            header_message(now, "", self._types),
+            "perception",
+            level,
+            message,
+            values,
         )
 
     def _store_diagnostics(self, path_in_use: str) -> dict[str, str]:

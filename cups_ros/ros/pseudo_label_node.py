@@ -31,10 +31,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import message_filters
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import Image
 from vision_msgs.msg import LabelInfo
 
 from cups_ros.io.messages import (
@@ -54,7 +53,15 @@ from cups_ros.online.learning import (
     open_labeller,
 )
 from cups_ros.pipeline.perception import PerceptionInputError, colour_panoptic, frame_from_messages
-from cups_ros.ros.common import NodeStartupError, declare_config, latched_qos, qos_profile, spin_node
+from cups_ros.ros.common import (
+    NodeStartupError,
+    declare_config,
+    latched_qos,
+    publish_diagnostic,
+    qos_profile,
+    spin_node,
+    subscribe_stereo,
+)
 
 NODE_NAME = "pseudo_label"
 PANOPTIC_TOPIC = "pseudo_labels/panoptic"
@@ -116,21 +123,9 @@ class PseudoLabelNode(Node):
         self.labelling.start()
 
         topics = self.config.topics
-        input_qos = qos_profile(self.config.input_qos)
-        self._filters = [
-            message_filters.Subscriber(self, Image, topics.left_image, qos_profile=input_qos),
-            message_filters.Subscriber(self, CameraInfo, topics.left_info, qos_profile=input_qos),
-            message_filters.Subscriber(self, Image, topics.right_image, qos_profile=input_qos),
-            message_filters.Subscriber(self, CameraInfo, topics.right_info, qos_profile=input_qos),
-        ]
-        for subscriber, name in zip(
-            self._filters, ("left image", "left info", "right image", "right info"), strict=True
-        ):
-            subscriber.registerCallback(self._count_input, name)
-        self._synchronizer = message_filters.ApproximateTimeSynchronizer(
-            self._filters, self.config.sync.queue_size, self.config.sync.slop
+        self._filters, self._synchronizer = subscribe_stereo(
+            self, topics, self.config.input_qos, self.config.sync, self._count_input, self._on_stereo
         )
-        self._synchronizer.registerCallback(self._on_stereo)
         self._diagnostics_timer = self.create_timer(self.config.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"pseudo-label node up: inputs {', '.join(topics.all())}; fit {online.labeller.fit}; "
@@ -229,15 +224,14 @@ class PseudoLabelNode(Node):
             "buffer bytes": str(buffer.get("bytes", 0)),
             "buffer evicted": str(buffer.get("evicted", 0)),
         }
-        status = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: pseudo-labelling",
-            message=message,
-            hardware_id=self.get_fully_qualified_name(),
-            values=[KeyValue(key=key, value=value) for key, value in values.items()],
-        )
-        self._diagnostics_publisher.publish(
-            DiagnosticArray(header=header_message(now, "", self._types), status=[status])
+        publish_diagnostic(
+            self,
+            self._diagnostics_publisher,
+            header_message(now, "", self._types),
+            "pseudo-labelling",
+            level,
+            message,
+            values,
         )
 
     def destroy_node(self) -> None:

@@ -28,7 +28,7 @@ import logging
 import threading
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -41,7 +41,7 @@ from cups_ros.online.learning import (
     lower_cpu_priority,
     open_online_learning,
 )
-from cups_ros.ros.common import NodeStartupError, declare_config, json_text, spin_node
+from cups_ros.ros.common import NodeStartupError, declare_config, json_text, publish_diagnostic, spin_node
 
 NODE_NAME = "self_training"
 STATUS_TOPIC = "online_learning/status"
@@ -186,15 +186,14 @@ class SelfTrainingNode(Node):
             "round errors": str(status["round_errors"]),
             "last round error": status["last_round_error"],
         }
-        diagnostic = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: self-training",
-            message=message,
-            hardware_id=self.get_fully_qualified_name(),
-            values=[KeyValue(key=key, value=value) for key, value in values.items()],
-        )
-        self._diagnostics_publisher.publish(
-            DiagnosticArray(header=header_message(now, "", self._types), status=[diagnostic])
+        publish_diagnostic(
+            self,
+            self._diagnostics_publisher,
+            header_message(now, "", self._types),
+            "self-training",
+            level,
+            message,
+            values,
         )
 
     def destroy_node(self) -> None:
