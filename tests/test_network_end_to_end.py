@@ -39,10 +39,9 @@ TINY_TRAINING = [
 ]
 
 
-def test_pseudo_labels_train_export_and_serve_through_onnxruntime(tmp_path: Path) -> None:
-    sim = tmp_path / "sim"
+def tiny_pseudo_labels(sim: Path, labels: Path) -> None:
+    """A 4-frame simulated train drive at 256x128 and its stage-1 pseudo-labels (6 classes)."""
     write_split(sim, SimConfig().with_resolution(256, 128), "train", 1, 4, None, show_progress=False)
-    labels = tmp_path / "labels"
     config = PseudoLabelConfig(
         motion=MotionConfig(ensemble_runs=2, proposals=16),
         semantics=SemanticConfig(
@@ -52,6 +51,12 @@ def test_pseudo_labels_train_export_and_serve_through_onnxruntime(tmp_path: Path
         fit_stride=2,
     )
     run_pseudo_labelling(open_sequences([sim], "train"), labels, config, progress=False)
+
+
+def test_pseudo_labels_train_export_and_serve_through_onnxruntime(tmp_path: Path) -> None:
+    sim = tmp_path / "sim"
+    labels = tmp_path / "labels"
+    tiny_pseudo_labels(sim, labels)
     run = tmp_path / "run"
     assert (
         bootstrap_main(

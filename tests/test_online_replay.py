@@ -21,7 +21,7 @@ from cups_ros.pseudo.sources import open_sequences
 from cups_ros.sim.bag import export_bag
 from cups_ros.sim.config import SimConfig
 from cups_ros.sim.dataset import load_split, write_split
-from tests.test_network_end_to_end import TINY_TRAINING
+from tests.test_network_end_to_end import TINY_TRAINING, tiny_pseudo_labels
 from training.bootstrap import main as bootstrap_main
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 def test_replay_with_online_learning_labels_trains_and_judges(tmp_path: Path) -> None:
     sim = tmp_path / "sim"
-    write_split(sim, SimConfig().with_resolution(256, 128), "train", 1, 4, None, show_progress=False)
+    fit = tmp_path / "fit"
+    tiny_pseudo_labels(sim, fit)
     fit = tmp_path / "fit"
     config = PseudoLabelConfig(
         motion=MotionConfig(ensemble_runs=2, proposals=16),
