@@ -47,6 +47,14 @@ class OnlineLabelConfig:
     motion_runs: int = 0
     """Motion ensemble size online (0: the fit's own, 8 in CUPS); fewer runs label faster."""
 
+    def chooses(self, frames_seen: int, stamp_ns: int, last_chosen_ns: int | None) -> bool:
+        """Whether the stream's frame number ``frames_seen`` (stamp ``stamp_ns``) is to be labelled."""
+        if frames_seen % self.frame_stride:
+            return False
+        if last_chosen_ns is not None and self.min_interval > 0:
+            return stamp_ns - last_chosen_ns >= self.min_interval * 1e9
+        return True
+
     def __post_init__(self) -> None:
         if self.frame_stride < 1:
             raise ConfigError(f"labeller.frame_stride must be >= 1, got {self.frame_stride}")
@@ -135,11 +143,7 @@ class OnlineLabeller:
 
     def wants(self, frame: StereoFrame) -> bool:
         """Whether this frame would be labelled (cheap: callers skip copying frames that are not)."""
-        if self._seen % self.config.frame_stride:
-            return False
-        if self._last_labelled_ns is not None and self.config.min_interval > 0:
-            return (frame.stamp_ns - self._last_labelled_ns) >= self.config.min_interval * 1e9
-        return True
+        return self.config.chooses(self._seen, frame.stamp_ns, self._last_labelled_ns)
 
     def offer(self, frame: StereoFrame) -> OnlinePseudoLabel | None:
         """The pseudo-label of the frame chosen before this one, if this one is its successor."""

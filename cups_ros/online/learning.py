@@ -166,12 +166,7 @@ class AsyncPseudoLabelling:
             self._thread.join(timeout)
 
     def _choose(self, frame: StereoFrame) -> bool:
-        config = self.labeller.config
-        if self.stats.frames_seen % config.frame_stride:
-            return False
-        if self._last_chosen_ns is not None and config.min_interval > 0:
-            return frame.stamp_ns - self._last_chosen_ns >= config.min_interval * 1e9
-        return True
+        return self.labeller.config.chooses(self.stats.frames_seen, frame.stamp_ns, self._last_chosen_ns)
 
     def submit(self, frame: StereoFrame) -> None:
         with self._condition:
